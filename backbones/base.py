@@ -1,0 +1,244 @@
+"""The one small interface every model family implements.
+
+The training loop, the generator of evaluation samples and the benchmarks talk only to a
+`Backbone`; family differences (latent space, text encoders, schedule, timestep units, how
+guidance is applied, export layout) stay inside `backbones/<family>.py`.
+
+Conventions shared by all families:
+- `t` is a float tensor of shape (B,) in the family's *timestep units* (what the network
+  is trained on): flow families (toy, sd3, flux) use `t = 1000 * sigma`, the DDPM family
+  (sdxl) uses the integer DDPM index 0..999 stored as float.
+- `sigma(t)` is the noise coefficient and `alpha(t)` the signal coefficient of the forward
+  process x_t = alpha(t) * x0 + sigma(t) * eps (flow: alpha = 1 - sigma; DDPM: alpha =
+  sqrt(abar), sigma = sqrt(1 - abar)). `alpha(t)**2` is the paper's signal power.
+- Latents are what the denoiser sees (pixels in [-1, 1] for the toy family).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class BackboneError(ValueError):
+    """A user-fixable problem with a model family or its weights (raised before any work)."""
+
+
+@dataclass
+class Conditioning:
+    """Encoded prompts. `embeds` (B, L, D) token features; `pooled` (B, P) or None;
+    `extra` holds family-specific tensors with batch as first dim (e.g. SDXL time ids)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def index(self, idx) -> "Conditioning":
+        return Conditioning(
+            self.embeds[idx],
+            None if self.pooled is None else self.pooled[idx],
+            {k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def to(self, *args, **kwargs) -> "Conditioning":
+        return Conditioning(
+            self.embeds.to(*args, **kwargs),
+            None if self.pooled is None else self.pooled.to(*args, **kwargs),
+            {k: v.to(*args, **kwargs) for k, v in self.extra.items()},
+        )
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        first = parts[0]
+        return Conditioning(
+            torch.cat([p.embeds for p in parts]),
+            None if first.pooled is None else torch.cat([p.pooled for p in parts]),
+            {k: torch.cat([p.extra[k] for p in parts]) for k in first.extra},
+        )
+
+    def replace(self, **kw) -> "Conditioning":
+        return replace(self, **kw)
+
+
+def require_folder(path: str | Path, needed: list[str], what: str) -> Path:
+    """Check that a local weights folder and the named entries inside it exist."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BackboneError(
+            f"{what}: weights folder {str(path)!r} does not exist. Point `models` in params.yaml "
+            f"(or --model-path) at a local diffusers folder; nothing is downloaded at run time."
+        )
+    missing = [n for n in needed if not (path / n).exists()]
+    if missing:
+        raise BackboneError(f"{what}: {str(path)!r} lacks {', '.join(missing)} (expected a diffusers folder).")
+    return path
+
+
+class Backbone(ABC):
+    """A teacher model family: frozen text encoding, schedule, network calls, sampling, export."""
+
+    family: str = ""
+    prediction: str = "flow"  # "flow" (velocity) or "eps" (DDPM noise)
+    denoiser_subfolder: str = "transformer"  # where the distilled network lives in the folder
+    num_train_timesteps: int = 1000
+
+    def __init__(self, denoiser: nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.denoiser = denoiser
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    # ---- loading -----------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | Path, device="cpu", dtype=torch.float32) -> "Backbone":
+        """Load the teacher from a local diffusers folder; BackboneError if anything is missing."""
+
+    @abstractmethod
+    def load_denoiser(self, path: str | Path) -> nn.Module:
+        """Load a (student or teacher) denoiser of this family from `path/<denoiser_subfolder>` or `path`."""
+
+    # ---- text --------------------------------------------------------------------------
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        ...
+
+    @abstractmethod
+    def null_conditioning(self, batch: int) -> Conditioning:
+        """Unconditional input for classifier-free guidance (family convention)."""
+
+    # ---- schedule (pure functions of t) -------------------------------------------------
+    @abstractmethod
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def anchor_timesteps(self, num_steps: int) -> torch.Tensor:
+        """Descending training anchors for an `num_steps`-step student (paper/released code)."""
+
+    @abstractmethod
+    def sample_training_timesteps(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Timesteps for the denoising (teacher/fake-score) loss, family convention."""
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return _bcast(self.alpha(t), x0) * x0 + _bcast(self.sigma(t), x0) * noise
+
+    # ---- network ------------------------------------------------------------------------
+    @abstractmethod
+    def model_output(self, net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                     guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw network output (velocity for flow, eps for DDPM). `guidance` is only used by
+        guidance-distilled teachers (FLUX.1-dev's embedded guidance)."""
+
+    def to_x0(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s = _bcast(self.sigma(t), x_t)
+        if self.prediction == "flow":
+            return x_t - s * output
+        a = _bcast(self.alpha(t), x_t)
+        return (x_t - s * output) / a
+
+    def to_noise(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The eps implied by a network output."""
+        if self.prediction == "flow":
+            return x_t + _bcast(1 - self.sigma(t), x_t) * output
+        return output
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Regression target of the denoising loss (velocity eps - x0 or eps)."""
+        return noise - x0 if self.prediction == "flow" else noise
+
+    def guided_output(self, net: nn.Module, x_t, t, cond: Conditioning, guidance_scale: float | torch.Tensor = 1.0,
+                      uncond: Conditioning | None = None) -> torch.Tensor:
+        """Network output with true two-pass CFG when `guidance_scale != 1` (embedded guidance
+        families override this)."""
+        if isinstance(guidance_scale, (int, float)) and guidance_scale == 1.0:
+            return self.model_output(net, x_t, t, cond)
+        if uncond is None:
+            uncond = self.null_conditioning(x_t.shape[0])
+        both = self.model_output(net, torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([uncond, cond]))
+        out_u, out_c = both.chunk(2)
+        g = guidance_scale if not torch.is_tensor(guidance_scale) else _bcast(guidance_scale.to(x_t), x_t)
+        return out_u + g * (out_c - out_u)
+
+    def predict_x0(self, net, x_t, t, cond, guidance_scale=1.0, uncond=None) -> torch.Tensor:
+        return self.to_x0(self.guided_output(net, x_t, t, cond, guidance_scale, uncond), x_t, t)
+
+    # ---- sampling -----------------------------------------------------------------------
+    def sampling_timesteps(self, num_steps: int) -> torch.Tensor:
+        """Timesteps visited by the sampler; a few-step student visits exactly its anchors."""
+        return self.anchor_timesteps(num_steps)
+
+    @torch.no_grad()
+    def sample(self, net: nn.Module, cond: Conditioning, noise: torch.Tensor, num_steps: int,
+               sampler: str = "stochastic", guidance_scale: float = 1.0, uncond: Conditioning | None = None,
+               generator: torch.Generator | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """Few-step sampling from pure noise. `stochastic`: x0 = G(x_t), re-noise with fresh
+        noise to the next timestep (DMD2/SenseFlow "Ours"); `euler`: deterministic ODE step
+        ("Ours (Euler)"). Returns x0 latents."""
+        if sampler not in ("stochastic", "euler"):
+            raise BackboneError(f"unknown sampler {sampler!r}; use 'stochastic' or 'euler'")
+        ts = (self.sampling_timesteps(num_steps) if timesteps is None else timesteps).to(noise.device)
+        x = noise * _bcast(self.sigma(ts[:1]), noise) if self.prediction == "eps" else noise
+        b = noise.shape[0]
+        x0 = x
+        for i, t in enumerate(ts):
+            tb = t.expand(b)
+            out = self.guided_output(net, x, tb, cond, guidance_scale, uncond)
+            x0 = self.to_x0(out, x, tb)
+            if i + 1 == len(ts):
+                break
+            tn = ts[i + 1].expand(b)
+            if sampler == "stochastic":
+                fresh = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype) \
+                    if generator is not None else torch.randn_like(noise)
+                x = self.add_noise(x0, fresh, tn)
+            else:
+                x = self.euler_step(out, x, tb, tn)
+        return x0
+
+    def euler_step(self, output, x_t, t, t_next):
+        """Deterministic ODE step from t to t_next (DDIM for eps families)."""
+        if self.prediction == "flow":
+            return x_t + _bcast(self.sigma(t_next) - self.sigma(t), x_t) * output
+        x0 = self.to_x0(output, x_t, t)
+        return self.add_noise(x0, output, t_next)
+
+    # ---- pixels ---------------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1], (B, 3, H, W)."""
+
+    @abstractmethod
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [-1, 1] -> latents."""
+
+    @abstractmethod
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of one latent (no batch dim) for an image of height x width."""
+
+    # ---- export ---------------------------------------------------------------------------
+    def export_student(self, net: nn.Module, out_dir: str | Path) -> Path:
+        """Save the student as `<out_dir>/<denoiser_subfolder>/` (config.json +
+        diffusion_pytorch_model.safetensors), the layout of the teacher folder, so that folder
+        replaces the teacher's in the family's diffusers pipeline."""
+        target = Path(out_dir) / self.denoiser_subfolder
+        unwrapped = getattr(net, "module", net)
+        unwrapped.save_pretrained(target, safe_serialization=True)
+        return target
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a (B,) or scalar tensor to broadcast against `like` (B, ...)."""
+    v = torch.as_tensor(v, device=like.device, dtype=like.dtype)
+    if v.ndim == 0:
+        return v
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))

@@ -1,0 +1,133 @@
+"""The ToyWorld family: SD3's transformer class and SD3's flow-matching schedule, in pixel
+space (a tiny VAE cost the oracle most of its accuracy in a prototype, so latents = pixels in
+[-1, 1]), with a small T5 encoder over a word-level tokenizer.
+
+Teacher folder layout (diffusers-style):
+    transformer/   SD3Transformer2DModel (config.json + diffusion_pytorch_model.safetensors)
+    text_encoder/  T5EncoderModel
+    tokenizer/     PreTrainedTokenizerFast (word level)
+    scheduler/     FlowMatchEulerDiscreteScheduler config (records the shift)
+There is no diffusers pipeline class for a pixel-space SD3 model; `sample` is the pipeline.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from torch import nn
+from transformers import T5EncoderModel
+
+from backbones.base import Backbone, Conditioning, require_folder
+from backbones.schedules import flow_anchor_sigmas, logit_normal, shift_sigmas
+from toyworld.encoders import build_tokenizer, load_tokenizer, text_encoder_config, tokenize
+from toyworld.world import RESOLUTION
+
+DEFAULT_SHIFT = 3.0
+
+
+def transformer_config(layers: int = 4, heads: int = 4, head_dim: int = 32, text_dim: int = 128,
+                       patch_size: int = 4, resolution: int = RESOLUTION) -> dict:
+    return dict(sample_size=resolution, patch_size=patch_size, in_channels=3, out_channels=3, num_layers=layers,
+                attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=text_dim,
+                caption_projection_dim=heads * head_dim, pooled_projection_dim=text_dim,
+                pos_embed_max_size=resolution // patch_size)
+
+
+class ToyBackbone(Backbone):
+    family = "toy"
+    prediction = "flow"
+    denoiser_subfolder = "transformer"
+
+    def __init__(self, denoiser: SD3Transformer2DModel, text_encoder: T5EncoderModel, tokenizer,
+                 shift: float = DEFAULT_SHIFT, device="cpu", dtype=torch.float32):
+        super().__init__(denoiser, device, dtype)
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.shift = float(shift)
+        self._null: Conditioning | None = None
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def new(cls, layers=4, heads=4, head_dim=32, text_width=128, text_layers=2, shift=DEFAULT_SHIFT, seed=0,
+            device="cpu") -> "ToyBackbone":
+        """A freshly initialised teacher (for pretraining on ToyWorld)."""
+        torch.manual_seed(seed)
+        tokenizer = build_tokenizer()
+        text = T5EncoderModel(text_encoder_config(len(tokenizer), width=text_width, layers=text_layers))
+        net = SD3Transformer2DModel(**transformer_config(layers, heads, head_dim, text_width))
+        return cls(net.to(device), text.to(device), tokenizer, shift, device)
+
+    @classmethod
+    def load(cls, path, device="cpu", dtype=torch.float32) -> "ToyBackbone":
+        path = require_folder(path, ["transformer", "text_encoder", "tokenizer"], "toy teacher")
+        shift = DEFAULT_SHIFT
+        sched = path / "scheduler" / "scheduler_config.json"
+        if sched.exists():
+            shift = float(json.loads(sched.read_text()).get("shift", DEFAULT_SHIFT))
+        net = SD3Transformer2DModel.from_pretrained(path / "transformer", torch_dtype=dtype).to(device).eval()
+        text = T5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype).to(device).eval()
+        return cls(net, text, load_tokenizer(path / "tokenizer"), shift, device, dtype)
+
+    def load_denoiser(self, path) -> nn.Module:
+        path = Path(path)
+        sub = path / self.denoiser_subfolder if (path / self.denoiser_subfolder).is_dir() else path
+        require_folder(sub, ["config.json"], "toy denoiser")
+        return SD3Transformer2DModel.from_pretrained(sub, torch_dtype=self.dtype).to(self.device)
+
+    def save(self, path) -> Path:
+        """Write the whole teacher folder."""
+        path = Path(path)
+        self.denoiser.save_pretrained(path / "transformer", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        FlowMatchEulerDiscreteScheduler(shift=self.shift).save_pretrained(path / "scheduler")
+        return path
+
+    # ---- text -----------------------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """Token features (B, 16, width) and their masked mean as the pooled vector (B, width).
+        Gradients flow (the teacher trains its text encoder jointly); wrap in no_grad when frozen."""
+        toks = tokenize(self.tokenizer, list(prompts))
+        ids = toks["input_ids"].to(self.device)
+        mask = toks["attention_mask"].to(self.device)
+        hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return Conditioning(hidden, pooled)
+
+    def null_conditioning(self, batch: int) -> Conditioning:
+        if self._null is None:
+            with torch.no_grad():
+                self._null = self.encode_prompts([""])
+        n = self._null
+        return Conditioning(n.embeds.expand(batch, -1, -1), n.pooled.expand(batch, -1))
+
+    # ---- schedule -------------------------------------------------------------------------
+    def sigma(self, t):
+        return t / self.num_train_timesteps
+
+    def alpha(self, t):
+        return 1 - t / self.num_train_timesteps
+
+    def anchor_timesteps(self, num_steps: int) -> torch.Tensor:
+        return self.num_train_timesteps * flow_anchor_sigmas(num_steps, self.shift)
+
+    def sample_training_timesteps(self, batch, generator=None):
+        return self.num_train_timesteps * shift_sigmas(logit_normal(batch, generator), self.shift)
+
+    # ---- network --------------------------------------------------------------------------
+    def model_output(self, net, x_t, t, cond, guidance=None):
+        return net(hidden_states=x_t, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,
+                   timestep=t, return_dict=False)[0]
+
+    # ---- pixels ---------------------------------------------------------------------------
+    def decode(self, latents):
+        return latents.clamp(-1, 1)
+
+    def encode_images(self, images, generator=None):
+        return images
+
+    def latent_shape(self, height, width):
+        return (3, height, width)

@@ -1,0 +1,39 @@
+"""Read sections of params.yaml with one clear error for a missing file, section or key."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} not found (run from the repository root)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file {str(path)!r} must be a mapping of sections")
+    return data
+
+
+def section(name: str, path: str | Path = DEFAULT_PARAMS, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One top-level section, merged over `defaults`; keys not in `defaults` are rejected when
+    defaults are given, so a typo in params.yaml fails loudly instead of being ignored."""
+    data = load_params(path)
+    if name not in data:
+        raise ParamsError(f"params file {str(path)!r} has no section {name!r}")
+    got = data[name] or {}
+    if defaults is None:
+        return dict(got)
+    unknown = sorted(set(got) - set(defaults))
+    if unknown:
+        raise ParamsError(f"unknown key(s) {unknown} in params section {name!r}; known: {sorted(defaults)}")
+    return {**defaults, **got}

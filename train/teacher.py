@@ -1,0 +1,178 @@
+"""`teacher` stage (ToyWorld only): pretrain the SD3-class pixel-space flow-matching teacher and
+its T5 text encoder jointly on the ToyWorld dataset, with caption dropout for CFG.
+
+    python -m train.teacher [--params params.yaml] [--data data/toyworld/train/dataset.json]
+                            [--out models/toy/teacher] [--work data/teacher_run] [--steps N]
+
+Rectified flow x_t = (1-s) x0 + s eps, target eps - x0, logit-normal timesteps with SD3's
+shift (3, in training and sampling: the prompt only matters at high noise in a small world).
+Resumable: a checkpoint in --work is written every `checkpoint_every` steps and picked up
+automatically; the finished teacher (EMA weights) is written atomically to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from tqdm import tqdm
+
+from backbones.toy import ToyBackbone
+from configs.params import section
+from train.dataset import ImageTextDataset, load_dataset_json
+from toyworld.world import RESOLUTION
+
+DEFAULTS = {
+    "seed": 0,
+    "layers": 4,
+    "heads": 4,
+    "head_dim": 32,
+    "text_width": 128,
+    "text_layers": 2,
+    "shift": 3.0,
+    "batch_size": 32,
+    "steps": 12000,
+    "lr": 2.0e-3,
+    "warmup": 200,
+    "weight_decay": 0.0,
+    "ema": 0.999,
+    "cfg_dropout": 0.1,
+    "grad_clip": 1.0,
+    "threads": 2,
+    "checkpoint_every": 500,
+    "eval": {},
+}
+
+
+def lr_at(step: int, p: dict) -> float:
+    """Linear warm-up then cosine decay to 5 % of the peak."""
+    if step < p["warmup"]:
+        return p["lr"] * (step + 1) / p["warmup"]
+    frac = (step - p["warmup"]) / max(1, p["steps"] - p["warmup"])
+    return p["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _modules(bb: ToyBackbone) -> dict[str, torch.nn.Module]:
+    return {"transformer": bb.denoiser, "text_encoder": bb.text_encoder}
+
+
+def _save_checkpoint(work: Path, step: int, bb: ToyBackbone, ema: ToyBackbone, opt, gen: torch.Generator) -> None:
+    tmp = work / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for prefix, b in (("", bb), ("ema_", ema)):
+        for name, m in _modules(b).items():
+            save_model(m, str(tmp / f"{prefix}{name}.safetensors"))  # handles T5's tied embeddings
+    torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                "data_rng": gen.get_state()}, tmp / "state.pt")
+    final = work / "checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _load_checkpoint(work: Path, bb: ToyBackbone, ema: ToyBackbone, opt, gen: torch.Generator) -> int:
+    ck = work / "checkpoint"
+    for prefix, b in (("", bb), ("ema_", ema)):
+        for name, m in _modules(b).items():
+            load_model(m, str(ck / f"{prefix}{name}.safetensors"))
+    state = torch.load(ck / "state.pt", weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    gen.set_state(state["data_rng"])
+    return int(state["step"])
+
+
+def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbone:
+    torch.set_num_threads(int(p["threads"]))
+    records = load_dataset_json(data_json)  # validated before any model is built
+    data = ImageTextDataset(records, RESOLUTION, in_memory=True)
+    images, prompts = data.images, records.prompts
+
+    bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"], p["seed"])
+    ema = copy.deepcopy(bb)
+    for m in _modules(ema).values():
+        m.requires_grad_(False)
+    params = [q for m in _modules(bb).values() for q in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(p["seed"])
+    work.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if (work / "checkpoint" / "state.pt").exists():
+        start = _load_checkpoint(work, bb, ema, opt, gen)
+        print(f"resuming teacher training at step {start}")
+    log = open(work / "loss.jsonl", "a")
+    bar = tqdm(range(start, p["steps"]), initial=start, total=p["steps"], desc="teacher", unit="step", mininterval=5.0)
+    t0 = time.time()
+    for step in bar:
+        idx = torch.randint(len(prompts), (p["batch_size"],), generator=gen)
+        x0 = images[idx]
+        drop = torch.rand(p["batch_size"], generator=gen) < p["cfg_dropout"]
+        batch_prompts = ["" if d else prompts[i] for i, d in zip(idx.tolist(), drop.tolist())]
+        t = bb.sample_training_timesteps(p["batch_size"], gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        x_t = bb.add_noise(x0, noise, t)
+        cond = bb.encode_prompts(batch_prompts)
+        pred = bb.model_output(bb.denoiser, x_t, t, cond)
+        loss = F.mse_loss(pred, bb.training_target(x0, noise))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite teacher loss at step {step}; last checkpoint kept in {work}")
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, p)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, p["grad_clip"])
+        opt.step()
+        with torch.no_grad():
+            for name, m in _modules(bb).items():
+                for pe, pm in zip(_modules(ema)[name].parameters(), m.parameters()):
+                    pe.lerp_(pm, 1 - p["ema"])
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step, p):.2e}")
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr_at(step, p),
+                                  "elapsed_s": time.time() - t0}) + "\n")
+            log.flush()
+        if (step + 1) % p["checkpoint_every"] == 0 and step + 1 < p["steps"]:
+            _save_checkpoint(work, step + 1, bb, ema, opt, gen)
+    log.close()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ema.save(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return ToyBackbone.load(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/toyworld/train/dataset.json")
+    ap.add_argument("--out", default="models/toy/teacher")
+    ap.add_argument("--work", default="data/teacher_run")
+    ap.add_argument("--results", default="results/teacher")
+    ap.add_argument("--steps", type=int, default=None, help="override teacher.steps (smoke tests)")
+    ap.add_argument("--eval-only", action="store_true", help="only evaluate the teacher already in --out")
+    args = ap.parse_args(argv)
+    p = section("teacher", args.params, DEFAULTS)
+    if args.steps is not None:
+        p["steps"] = args.steps
+    from train.teacher_eval import evaluate_teacher
+
+    extra = {"steps": p["steps"]}
+    if args.eval_only:
+        bb = ToyBackbone.load(args.out)
+    else:
+        t0 = time.time()
+        bb = train_teacher(p, Path(args.data), Path(args.out), Path(args.work))
+        extra["train_minutes"] = round((time.time() - t0) / 60, 2)
+    evaluate_teacher(bb, p["eval"], Path(args.results), extra=extra)
+
+
+if __name__ == "__main__":
+    main()
