@@ -15,6 +15,7 @@ Conventions shared by all families:
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,6 +104,11 @@ class Backbone(ABC):
     def load_denoiser(self, path: str | Path) -> nn.Module:
         """Load a (student or teacher) denoiser of this family from `path/<denoiser_subfolder>` or `path`."""
 
+    def init_student(self) -> nn.Module:
+        """A new trainable copy of the teacher's denoiser to initialise the generator and the fake
+        score from (FLUX overrides it: the released student has no guidance embedding)."""
+        return copy.deepcopy(getattr(self.denoiser, "module", self.denoiser)).requires_grad_(True)
+
     # ---- text --------------------------------------------------------------------------
     @abstractmethod
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
@@ -183,11 +189,14 @@ class Backbone(ABC):
                generator: torch.Generator | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         """Few-step sampling from pure noise. `stochastic`: x0 = G(x_t), re-noise with fresh
         noise to the next timestep (DMD2/SenseFlow "Ours"); `euler`: deterministic ODE step
-        ("Ours (Euler)"). Returns x0 latents."""
+        ("Ours (Euler)"). `noise` (B, *latent_shape) ~ N(0, I) is the latent at the first
+        timestep, as is. Returns x0 latents."""
         if sampler not in ("stochastic", "euler"):
             raise BackboneError(f"unknown sampler {sampler!r}; use 'stochastic' or 'euler'")
         ts = (self.sampling_timesteps(num_steps) if timesteps is None else timesteps).to(noise.device)
-        x = noise * _bcast(self.sigma(ts[:1]), noise) if self.prediction == "eps" else noise
+        # start from pure N(0, I) for every family: the diffusers pipelines (init_noise_sigma = 1) and
+        # DMD2/SenseFlow (x_t = noise at t = 999) do, not sigma(t0) * noise
+        x = noise
         b = noise.shape[0]
         x0 = x
         for i, t in enumerate(ts):
