@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     else:
         t0 = time.time()
         bb = train_teacher(p, Path(args.data), Path(args.out), Path(args.work))
-        extra["train_minutes"] = round((time.time() - t0) / 60, 2)
+        extra["train_minutes_this_run"] = round((time.time() - t0) / 60, 2)
     evaluate_teacher(bb, p["eval"], Path(args.results), extra=extra)
 
 
