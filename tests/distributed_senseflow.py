@@ -1,0 +1,120 @@
+"""Two-process checks of the SenseFlow loop, launched by tests/test_senseflow_distributed.py as
+
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 tests/distributed_senseflow.py <workdir>
+
+<workdir>/assets.json holds the tiny asset paths; rank 0 writes <workdir>/result.json with:
+world size, IDA on FSDP2-sharded nets vs the unsharded formula, the loop under DDP vs FSDP2, and an
+FSDP2 run killed mid-way and resumed vs the uninterrupted FSDP2 run.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+import train.senseflow as senseflow
+from backbones.toy import ToyBackbone
+from tests.senseflow_assets import tiny_settings
+from train.ida import ida_update
+from train.sharding import full_model_state, full_optimizer_state, resharded, shard_like, unwrap
+
+
+def everything(run) -> dict[str, torch.Tensor]:
+    """Full trained state (collective under FSDP; meaningful on rank 0)."""
+    out = {f"gen.{k}": v for k, v in full_model_state(run.generator).items()}
+    out.update({f"fake.{k}": v for k, v in full_model_state(run.fake_score).items()})
+    out.update({f"heads.{k}": v.detach().clone() for k, v in unwrap(run.discriminator).heads.state_dict().items()})
+    for name, (module, opt) in run.optimizers.items():
+        for pname, st in full_optimizer_state(module, opt).get("state", {}).items():  # {} off rank 0
+            out.update({f"opt.{name}.{pname}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
+    return out
+
+
+def replicas_in_sync(*modules) -> bool:
+    """Every parameter and buffer of these (replicated) modules equals rank 0's copy."""
+    same = True
+    for module in modules:
+        for v in list(module.parameters()) + list(module.buffers()):
+            ref = v.detach().clone()
+            torch.distributed.broadcast(ref, 0)
+            same &= torch.equal(ref, v.detach())
+    flag = torch.tensor(float(same))
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
+
+
+def sharded_ida_check(world: int) -> dict:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    bb = ToyBackbone.new(layers=2, heads=2, head_dim=8, text_width=16, text_layers=1, seed=0)  # same on all ranks
+    fake, gen = bb.init_student(), bb.init_student()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    expected = {n: torch.lerp(p.detach(), dict(gen.named_parameters())[n].detach(), 0.1)
+                for n, p in fake.named_parameters()}
+    mesh = init_device_mesh("cpu", (world,))
+    shard_like(fake, mesh)
+    shard_like(gen, mesh)
+    params = dict(fake.named_parameters())
+    sharded = all(isinstance(p, DTensor) for p in params.values())
+    split = any(p.to_local().numel() < p.numel() for p in params.values())
+    ida_update(fake, gen, 0.9)
+    equal = all(torch.equal(p.full_tensor(), expected[n]) for n, p in fake.named_parameters())
+    return {"ida_params_dtensor": sharded, "ida_params_split": split, "ida_sharded_equals_formula": equal}
+
+
+def main():
+    work = Path(sys.argv[1])
+    state = Accelerator()  # reads ACCELERATE_USE_CPU, as the loop's own Accelerator does
+    result = {"world_size": state.num_processes, "distributed_type": str(state.distributed_type)}
+    assert state.num_processes == 2, f"expected 2 processes, got {state.num_processes}"
+    result.update(sharded_ida_check(state.num_processes))
+
+    assets = json.loads((work / "assets.json").read_text())
+    base = tiny_settings(assets, steps=4, ttur=2, ema=0.0)
+    ddp_run = senseflow.train(base, work / "ddp", resume="never")
+    result["ddp_replicas_in_sync"] = replicas_in_sync(unwrap(ddp_run.generator), unwrap(ddp_run.fake_score),
+                                                      unwrap(ddp_run.discriminator).heads)
+    ddp = everything(ddp_run)
+    fsdp_run = senseflow.train({**base, "fsdp": True}, work / "fsdp", resume="never")
+    resharded(fsdp_run.generator)
+    result["fsdp_generator_is_dtensor"] = all(type(p).__name__ == "DTensor" for p in fsdp_run.generator.parameters())
+    result["fsdp_heads_in_sync"] = replicas_in_sync(unwrap(fsdp_run.discriminator).heads)
+    fsdp = everything(fsdp_run)
+
+    real_step = senseflow.train_step
+
+    def crash_at_3(run, step, *a):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(run, step, *a)
+
+    senseflow.train_step = crash_at_3
+    try:
+        senseflow.train({**base, "fsdp": True}, work / "fsdp_resumed", resume="never")
+    except KeyboardInterrupt:
+        pass
+    senseflow.train_step = real_step
+    resumed = everything(senseflow.train({**base, "fsdp": True}, work / "fsdp_resumed", resume="require"))
+
+    if state.is_main_process:
+        keys = sorted(fsdp)
+        result["same_keys"] = keys == sorted(resumed) == sorted(ddp)
+        result["fsdp_resume_not_equal"] = [k for k in keys if not torch.equal(fsdp[k], resumed[k])]
+        params = [k for k in keys if not k.startswith("opt.")]
+        result["ddp_vs_fsdp_max_abs_diff"] = max(float((fsdp[k].float() - ddp[k].float()).abs().max()) for k in params)
+        exported = (work / "fsdp" / "student" / "transformer" / "diffusion_pytorch_model.safetensors")
+        from safetensors.torch import load_file
+
+        student = load_file(str(exported))
+        result["fsdp_export_equals_generator"] = all(torch.equal(v, fsdp[f"gen.{k}"]) for k, v in student.items())
+        (work / "result.json").write_text(json.dumps(result, indent=2))
+    state.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

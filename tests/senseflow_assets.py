@@ -1,0 +1,83 @@
+"""Tiny random assets for the SenseFlow loop tests: a toy teacher folder, a CLIP folder with the
+toy tokenizer, a DINOv2 folder, a dataset JSON of a few 32x32 images, and teacher folders of the
+tiny sd3/flux/sdxl configs (tests/tiny_models.py). Nothing is downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPModel, Dinov2Model
+
+from backbones.toy import ToyBackbone
+from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
+from train.dataset import write_dataset_json
+from train.settings import resolve
+
+PROMPTS = ["a photo of a red circle", "two blue squares", "a green triangle left of a white circle",
+           "a yellow striped square", "three purple circles", "a red square above a blue triangle"]
+
+
+def make_dataset(root: Path, n: int = 8, size: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    paths, prompts = [], []
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.full((size, size, 3), rng.integers(10, 60), np.uint8)
+        y, x = rng.integers(0, size - 10, 2)
+        img[y:y + 10, x:x + 10] = rng.integers(0, 255, 3)
+        path = root / "images" / f"{i:03d}.png"
+        Image.fromarray(img).save(path)
+        paths.append(path)
+        prompts.append(PROMPTS[i % len(PROMPTS)])
+    return write_dataset_json(root / "dataset.json", [f"{i:03d}" for i in range(n)], paths, prompts)
+
+
+def make_clip(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    CLIPModel(clip_config(len(tok), width=16, layers=1, heads=2, projection_dim=8)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def make_dinov2(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    Dinov2Model(dinov2_config(width=16, layers=2, heads=2)).save_pretrained(path)
+    return path
+
+
+def make_toy_teacher(path: Path, seed: int = 0) -> Path:
+    ToyBackbone.new(layers=1, heads=2, head_dim=8, text_width=16, text_layers=1, seed=seed).save(path)
+    return path
+
+
+def toy_assets(root: Path) -> dict[str, str]:
+    root = Path(root)
+    return {"teacher": str(make_toy_teacher(root / "teacher")), "clip": str(make_clip(root / "clip")),
+            "vfm_backbone": str(make_dinov2(root / "dinov2")), "dataset": str(make_dataset(root / "data"))}
+
+
+def family_teacher(family: str, path: Path) -> Path:
+    """A tiny sd3/flux/sdxl teacher folder in the real diffusers pipeline layout."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+
+    from tests.tiny_models import flux_components, sd3_components, sdxl_components
+
+    pipes = {"sd3": (StableDiffusion3Pipeline, sd3_components), "flux": (FluxPipeline, flux_components),
+             "sdxl": (StableDiffusionXLPipeline, sdxl_components)}
+    cls, components = pipes[family]
+    cls(**components(seed=0)).save_pretrained(path)
+    return path
+
+
+def tiny_settings(assets: dict[str, str], **overrides) -> dict:
+    """Toy preset with tiny sizes: batch 2, few steps, checkpoints every 2 iterations."""
+    explicit = {**assets, "steps": 4, "batch_size": 2, "threads": 1, "checkpoint_every": 2, "log_every": 1,
+                "sample_every": 0, "sample_prompts": 2, "vfm_downsample": 1, "loss_window": 3, "keep_checkpoints": 3}
+    return resolve(explicit, overrides=overrides)
+
+
+def params_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in getattr(net, "module", net).state_dict().items()}

@@ -1,0 +1,129 @@
+"""Checkpoints of the SenseFlow loop: layout (student drops into the teacher folder), atomic writes
+and pruning, bit-for-bit resume after a crash, and a NaN loss stopping the run."""
+import json
+import shutil
+
+import pytest
+import torch
+from diffusers import SD3Transformer2DModel
+
+import train.senseflow as senseflow
+from backbones.toy import ToyBackbone
+from tests.senseflow_assets import params_state, tiny_settings, toy_assets
+from train.checkpoint import list_checkpoints, load_optimizer, load_run_checkpoint, save_optimizer
+from train.senseflow import NonFiniteLossError, build_run, train
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    torch.set_num_threads(1)
+    return toy_assets(tmp_path_factory.mktemp("toy_assets"))
+
+
+def full_state(run) -> dict[str, torch.Tensor]:
+    """Every trained tensor of a run, flattened (generator, fake, EMA, heads, optimizer moments)."""
+    out = {f"gen.{k}": v for k, v in params_state(run.generator).items()}
+    out.update({f"fake.{k}": v for k, v in params_state(run.fake_score).items()})
+    if run.ema is not None:
+        out.update({f"ema.{k}": v for k, v in params_state(run.ema).items()})
+    if run.discriminator is not None:
+        out.update({f"heads.{k}": v for k, v in params_state(senseflow.unwrap(run.discriminator).heads).items()})
+    for name, (module, opt) in run.optimizers.items():
+        names = {id(p): n for n, p in module.named_parameters()}
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                out[f"opt.{name}.{names[id(p)]}.{k}"] = v.detach().clone()
+    return out
+
+
+def test_resume_after_crash_is_bit_identical(assets, tmp_path, monkeypatch):
+    settings = tiny_settings(assets, steps=6, ttur=2, ema=0.5)
+    straight = full_state(train(settings, tmp_path / "straight"))
+
+    real_step = senseflow.train_step
+
+    def crash_at_3(run, step, *a):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(run, step, *a)
+
+    monkeypatch.setattr(senseflow, "train_step", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, tmp_path / "resumed")
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [2]
+    monkeypatch.setattr(senseflow, "train_step", real_step)
+    resumed_run = train(settings, tmp_path / "resumed", resume="require")
+    resumed = full_state(resumed_run)
+
+    assert straight.keys() == resumed.keys()
+    different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
+    assert different == []
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_from"] == 2
+
+
+def test_checkpoint_layout_student_drops_into_teacher_folder(assets, tmp_path):
+    settings = tiny_settings(assets, steps=6, keep_checkpoints=2)
+    run = train(settings, tmp_path / "run")
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_4", "step_6"]  # pruned, no temp dirs left
+    ckpt = root / "step_6"
+    assert {p.name for p in ckpt.iterdir()} == {
+        "transformer", "fake_score.safetensors", "discriminator_heads.safetensors", "optimizer_generator.safetensors",
+        "optimizer_fake_score.safetensors", "optimizer_discriminator.safetensors", "state.json"}
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 6 and state["world_size"] == 1
+    assert set(state["rng"][0]) == {"python", "numpy", "torch", "cuda", "generators"}
+
+    student = SD3Transformer2DModel.from_pretrained(ckpt / "transformer")
+    gen = params_state(run.generator)
+    assert all(torch.equal(v, gen[k]) for k, v in student.state_dict().items())
+    # drop the exported student into a copy of the teacher folder: the family loads it as its denoiser
+    teacher_copy = tmp_path / "teacher_with_student"
+    shutil.copytree(assets["teacher"], teacher_copy)
+    shutil.rmtree(teacher_copy / "transformer")
+    shutil.copytree(tmp_path / "run" / "student" / "transformer", teacher_copy / "transformer")
+    loaded = ToyBackbone.load(teacher_copy)
+    assert all(torch.equal(v, gen[k]) for k, v in loaded.denoiser.state_dict().items())
+
+
+def test_optimizer_state_roundtrip_through_safetensors(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.8, 0.9))
+    net(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    from train.sharding import full_optimizer_state, load_full_optimizer_state
+
+    saved = full_optimizer_state(net, opt)
+    save_optimizer(tmp_path / "opt.safetensors", saved)
+    loaded = load_optimizer(tmp_path / "opt.safetensors")
+    assert loaded["param_groups"][0]["betas"] == (0.8, 0.9)
+    for name, st in saved["state"].items():
+        for k, v in st.items():
+            assert torch.equal(loaded["state"][name][k], v)
+    net.zero_grad(set_to_none=True)
+    fresh = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    load_full_optimizer_state(net, fresh, loaded)
+    assert tuple(fresh.param_groups[0]["betas"]) == (0.8, 0.9)
+    for p in net.parameters():
+        assert all(torch.equal(fresh.state[p][k], opt.state[p][k]) for k in opt.state[p])
+
+
+def test_nan_loss_stops_with_last_checkpoint_intact(assets, tmp_path, monkeypatch):
+    settings = tiny_settings(assets, steps=6, ttur=2)
+    calls = {"n": 0}
+    real_dmd_loss = senseflow.dmd_loss
+
+    def nan_on_second_generator_turn(*a, **kw):
+        loss, logs = real_dmd_loss(*a, **kw)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 2 else loss), logs
+
+    monkeypatch.setattr(senseflow, "dmd_loss", nan_on_second_generator_turn)
+    with pytest.raises(NonFiniteLossError, match=r"loss_dmd.*iteration 2.*step_2"):
+        train(settings, tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2]
+    assert not (tmp_path / "run" / "student").exists()
+    monkeypatch.setattr(senseflow, "dmd_loss", real_dmd_loss)
+    run = build_run(settings, tmp_path / "probe")
+    assert load_run_checkpoint(run, tmp_path / "run" / "checkpoints" / "step_2") == 2
+    assert all(torch.isfinite(p).all() for p in run.generator.parameters())

@@ -1,0 +1,193 @@
+"""Per-iteration cost of ISG and IDA (paper Tab. 3), measured interleaved in one process.
+
+    python -m train.bench_overhead [--params params.yaml] [--families toy,sd3,flux,sdxl]
+                                   [--rounds 3] [--cycles 2] [--out results/bench/overhead.json]
+
+For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
+the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
+After one warm-up TTUR cycle each, the variants take turns (order rotated every round) running
+`cycles` TTUR cycles (ttur iterations, i.e. the same number of generator turns each); the per-iteration
+time of a variant is the median over rounds. Overhead = time(with) / time(base) - 1 (DESIGN.md).
+
+Families: toy uses the params' teacher/encoders when they exist (otherwise random stand-ins of the
+same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
+tests/tiny_models.py and are skipped, with the reason printed, when those cannot be built.
+Top-level `isg_overhead` / `ida_overhead` are the toy family's (the embedded default experiment).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from configs.params import load_params
+from train.batches import batch_indices
+from train.settings import resolve
+from train.senseflow import build_run, train_step
+
+VARIANTS = {"base": {"isg": False, "ida": False}, "isg": {"isg": True, "ida": False}, "ida": {"isg": False, "ida": True}}
+TINY_PRESETS = {"sd3": "sd35_medium", "flux": "flux", "sdxl": "sdxl"}
+
+
+def _toy_stand_ins(train: dict, teacher_params: dict, root: Path) -> dict:
+    """Paths for the toy family: the real assets where present, random same-shape stand-ins otherwise."""
+    from transformers import CLIPModel, Dinov2Model
+
+    from backbones.toy import ToyBackbone
+    from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
+
+    paths, notes = {}, []
+    teacher = Path(train.get("teacher") or "")
+    if (teacher / "transformer").is_dir():
+        paths["teacher"] = str(teacher)
+    else:
+        p = teacher_params
+        ToyBackbone.new(p.get("layers", 4), p.get("heads", 4), p.get("head_dim", 32), p.get("text_width", 128),
+                        p.get("text_layers", 2)).save(root / "teacher")
+        paths["teacher"], notes = str(root / "teacher"), notes + ["random teacher of the configured size"]
+    if (Path(train.get("clip") or "") / "config.json").is_file():
+        paths["clip"] = train["clip"]
+    else:
+        tok = build_tokenizer()
+        CLIPModel(clip_config(len(tok))).save_pretrained(root / "clip")
+        tok.save_pretrained(root / "clip")
+        paths["clip"], notes = str(root / "clip"), notes + ["random CLIP stand-in"]
+    if (Path(train.get("vfm_backbone") or "") / "config.json").is_file():
+        paths["vfm_backbone"] = train["vfm_backbone"]
+    else:
+        Dinov2Model(dinov2_config()).save_pretrained(root / "dinov2")
+        paths["vfm_backbone"], notes = str(root / "dinov2"), notes + ["random DINOv2 stand-in"]
+    if not Path(train.get("dataset") or "").is_file():
+        paths["dataset"], notes = str(_random_dataset(root / "data", 32)), notes + ["random images"]
+    return {"paths": paths, "notes": notes}
+
+
+def _random_dataset(root: Path, size: int, n: int = 64) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from train.dataset import write_dataset_json
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = root / "images" / f"{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    prompts = ["a red circle", "two blue squares", "a green triangle left of a white circle", "three purple circles"]
+    return write_dataset_json(root / "dataset.json", [str(i) for i in range(n)], paths, [prompts[i % 4] for i in range(n)])
+
+
+def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[str]]:
+    """Resolved train settings for the benchmark of `family` (raises to skip it)."""
+    train = dict(params.get("train") or {})
+    common = {"checkpoint_every": 10**9, "sample_every": 0, "vfm": True}
+    if family == "toy":
+        assets = _toy_stand_ins(train, params.get("teacher") or {}, root)
+        return resolve({**train, **assets["paths"], **common}), assets["notes"]
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+    from transformers import CLIPModel, Dinov2Model
+
+    from tests.tiny_models import flux_components, sd3_components, sdxl_components
+    from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
+
+    pipe, components = {"sd3": (StableDiffusion3Pipeline, sd3_components), "flux": (FluxPipeline, flux_components),
+                        "sdxl": (StableDiffusionXLPipeline, sdxl_components)}[family]
+    pipe(**components(seed=0)).save_pretrained(root / "teacher")
+    tok = build_tokenizer()
+    CLIPModel(clip_config(len(tok), width=16, layers=1, heads=2, projection_dim=8)).save_pretrained(root / "clip")
+    tok.save_pretrained(root / "clip")
+    Dinov2Model(dinov2_config(width=16, layers=2, heads=2)).save_pretrained(root / "dinov2")
+    explicit = {"family": family, "preset": TINY_PRESETS[family], "teacher": str(root / "teacher"),
+                "clip": str(root / "clip"), "vfm_backbone": str(root / "dinov2"),
+                "dataset": str(_random_dataset(root / "data", 32, 16)), "resolution": 32, "batch_size": 2,
+                "precision": "fp32", "vfm_downsample": 1, "threads": train.get("threads") or 0, **common}
+    return resolve(explicit), ["tiny random config (tests/tiny_models.py)"]
+
+
+def _batch(run, step):
+    s = run.settings
+    idx = batch_indices(step, len(run.data), s["batch_size"], s["seed"])
+    return torch.stack([run.data[i][0] for i in idx]), [run.data[i][1] for i in idx]
+
+
+def measure_family(settings: dict, rounds: int, cycles: int, root: Path) -> dict:
+    runs = {name: build_run({**settings, **change}, root / f"run_{name}") for name, change in VARIANTS.items()}
+    ttur = settings["ttur"]
+    steps = {name: 0 for name in runs}
+
+    def block(name, n):
+        run, start = runs[name], steps[name]
+        batches = [_batch(run, start + i) for i in range(n)]
+        t0 = time.perf_counter()
+        for i, b in enumerate(batches):
+            train_step(run, start + i, *b)
+        steps[name] += n
+        return (time.perf_counter() - t0) / n
+
+    for name in runs:
+        block(name, ttur)  # warm-up: one TTUR cycle (allocator, lazy inits)
+    times = {name: [] for name in runs}
+    order = list(runs)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            times[name].append(block(name, cycles * ttur))
+    s_per_iter = {name: statistics.median(v) for name, v in times.items()}
+    return {"s_per_iter": s_per_iter, "rounds_s_per_iter": times,
+            "isg_overhead": s_per_iter["isg"] / s_per_iter["base"] - 1,
+            "ida_overhead": s_per_iter["ida"] / s_per_iter["base"] - 1,
+            "ttur": ttur, "iterations_per_round": cycles * ttur, "rounds": rounds,
+            "batch_size": settings["batch_size"], "preset": settings["preset"]}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--families", default="toy,sd3,flux,sdxl")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cycles", type=int, default=2, help="TTUR cycles per variant per round")
+    ap.add_argument("--out", default="results/bench/overhead.json")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - {"toy", *TINY_PRESETS})
+    if unknown:
+        ap.error(f"unknown families {unknown}; choose from toy, {', '.join(TINY_PRESETS)}")
+    result = {"families": {}, "skipped": {}, "torch_threads": torch.get_num_threads(),
+              "method": "interleaved rounds, median s/iter; overhead = with / without - 1"}
+    with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
+        for family in families:
+            root = Path(tmp) / family
+            root.mkdir()
+            try:
+                settings, notes = family_settings(family, params, root)
+            except Exception as e:  # a family that cannot be built is reported, not fatal
+                result["skipped"][family] = f"{type(e).__name__}: {e}"
+                print(f"bench_overhead: skipping {family}: {result['skipped'][family]}")
+                continue
+            print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
+            res = measure_family(settings, args.rounds, args.cycles, root)
+            res["assets"] = notes
+            result["families"][family] = res
+            print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "
+                  f"ISG {res['isg_overhead']:+.2%}  IDA {res['ida_overhead']:+.2%}")
+    reference = "toy" if "toy" in result["families"] else next(iter(result["families"]), None)
+    if reference is not None:
+        result["reference_family"] = reference
+        result["isg_overhead"] = result["families"][reference]["isg_overhead"]
+        result["ida_overhead"] = result["families"][reference]["ida_overhead"]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"bench_overhead: wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Checkpoints of the SenseFlow loop (DESIGN.md contract).
+
+    <out>/checkpoints/step_<N>/          N = completed iterations
+        <denoiser_subfolder>/            the generator as a diffusers model folder
+                                         (backbone.export_student: drops into the teacher pipeline)
+        ema/<denoiser_subfolder>/        EMA generator, when train.ema > 0
+        fake_score.safetensors           fake-score weights
+        discriminator_heads.safetensors  VFM discriminator heads (incl. spectral-norm u/v buffers), when train.vfm
+        optimizer_<name>.safetensors     AdamW state per module, tensors keyed state/<param name>/<key>,
+                                         param_groups as JSON in the safetensors metadata
+        state.json                       step, world size, RNG states of every rank (python, numpy,
+                                         torch, CUDA, the loop's generators), rolling log history
+
+Writes are atomic: rank 0 writes `checkpoints/.step_<N>.tmp/` and renames it; a `step_<N>` directory
+is therefore always complete. Under FSDP every rank takes part in gathering the full state.
+Loading needs the same world size (the per-rank RNG streams are restored exactly), which makes a
+resumed run continue bit-for-bit on the same hardware.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from train.sharding import (full_model_state, full_optimizer_state, load_full_model_state,
+                            load_full_optimizer_state, unwrap)
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used to resume (corrupt, or written by a different setup)."""
+
+
+# ---- locating ------------------------------------------------------------------------------
+def checkpoint_root(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with a state.json), sorted by step."""
+    root = checkpoint_root(out)
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            m = STEP_DIR.match(d.name)
+            if m and (d / "state.json").is_file():
+                found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = list_checkpoints(out)
+    return found[-1][1] if found else None
+
+
+# ---- RNG -----------------------------------------------------------------------------------
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+
+def capture_rng(generators: dict[str, torch.Generator]) -> dict:
+    """JSON-able RNG state of this process: python, numpy, torch (CPU and CUDA), named generators."""
+    version, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
+        "cuda": [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "generators": {k: _b64(g.get_state()) for k, g in generators.items()},
+    }
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_unb64(state["torch"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+    missing = sorted(set(generators) - set(state["generators"]))
+    if missing:
+        raise CheckpointError(f"checkpoint lacks the RNG state of generator(s) {missing}")
+    for k, g in generators.items():
+        g.set_state(_unb64(state["generators"][k]))
+
+
+# ---- optimizer state as safetensors ----------------------------------------------------------
+def save_optimizer(path: Path, full_state: dict) -> None:
+    """A name-keyed full optimizer state ({'state': {name: {k: v}}, 'param_groups': [...]})."""
+    tensors, scalars = {}, {}
+    for name, entry in full_state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state/{name}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{name}/{key}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in full_state["param_groups"]]
+    save_file(tensors, str(path), metadata={"param_groups": json.dumps(groups), "scalars": json.dumps(scalars)})
+
+
+def load_optimizer(path: Path) -> dict:
+    state: dict[str, dict] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            _, rest = key.split("/", 1)
+            name, sub = rest.rsplit("/", 1)
+            state.setdefault(name, {})[sub] = f.get_tensor(key)
+    for key, value in json.loads(meta.get("scalars", "{}")).items():
+        name, sub = key.rsplit("/", 1)
+        state.setdefault(name, {})[sub] = value
+    groups = json.loads(meta["param_groups"])
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+# ---- the run's checkpoint ----------------------------------------------------------------------
+def _export_generator(run, net: torch.nn.Module, target: Path, state: dict | None) -> None:
+    """Write `net` as a diffusers folder under target/ via the backbone (rank 0). Sharded nets go
+    through a plain copy loaded with the gathered full state."""
+    if state is None:
+        run.backbone.export_student(unwrap(net), target)
+        return
+    plain = run.backbone.init_student()
+    plain.load_state_dict(state)
+    run.backbone.export_student(plain, target)
+
+
+def _gather_rng(run) -> list[dict]:
+    mine = capture_rng(run.rngs)
+    if run.accelerator.num_processes == 1:
+        return [mine]
+    gathered = [None] * run.accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def save_run_checkpoint(run, step: int) -> Path:
+    """Write `<out>/checkpoints/step_<step>/` atomically and prune old ones (every rank calls it)."""
+    acc = run.accelerator
+    root = checkpoint_root(run.out)
+    final = root / f"step_{step}"
+    tmp = root / f".step_{step}.tmp"
+    sharded = run.settings["fsdp"]
+    # collective parts first (all ranks), then rank 0 writes
+    gen_state = full_model_state(run.generator) if sharded else None
+    ema_state = full_model_state(run.ema) if (sharded and run.ema is not None) else None
+    fake_state = full_model_state(run.fake_score)
+    optim_states = {name: full_optimizer_state(module, opt) for name, (module, opt) in run.optimizers.items()}
+    rng = _gather_rng(run)
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _export_generator(run, run.generator, tmp, gen_state)
+        if run.ema is not None:
+            _export_generator(run, run.ema, tmp / "ema", ema_state)
+        save_file({k: v.contiguous() for k, v in fake_state.items()}, str(tmp / "fake_score.safetensors"))
+        if run.discriminator is not None:
+            heads = {k: v.detach().cpu().contiguous() for k, v in unwrap(run.discriminator).heads.state_dict().items()}
+            save_file(heads, str(tmp / "discriminator_heads.safetensors"))
+        for name, state in optim_states.items():
+            save_optimizer(tmp / f"optimizer_{name}.safetensors", state)
+        (tmp / "state.json").write_text(json.dumps({
+            "step": step, "world_size": acc.num_processes, "family": run.settings["family"],
+            "rng": rng, "history": run.history_state()}))
+        if final.exists():
+            old = root / f".step_{step}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(final)
+        for _, path in list_checkpoints(run.out)[:-run.settings["keep_checkpoints"]]:
+            shutil.rmtree(path, ignore_errors=True)
+    acc.wait_for_everyone()
+    return final
+
+
+def _load_folder_state(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} has no .safetensors weights")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
+def load_run_checkpoint(run, path: Path) -> int:
+    """Restore every module, optimizer and RNG stream from `path`; returns the step to continue from."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({e}); delete it to resume from an "
+                              f"earlier one or start over with --fresh") from None
+    world = run.accelerator.num_processes
+    if meta["world_size"] != world:
+        raise CheckpointError(f"checkpoint {str(path)!r} was written by {meta['world_size']} process(es), this run "
+                              f"has {world}; resume with the same number of processes")
+    sub = run.backbone.denoiser_subfolder
+    try:
+        load_full_model_state(run.generator, _load_folder_state(path / sub))
+        if run.ema is not None:
+            load_full_model_state(run.ema, _load_folder_state(path / "ema" / sub))
+        load_full_model_state(run.fake_score, load_file(str(path / "fake_score.safetensors")))
+        if run.discriminator is not None:
+            unwrap(run.discriminator).heads.load_state_dict(load_file(str(path / "discriminator_heads.safetensors")))
+        for name, (module, opt) in run.optimizers.items():
+            load_full_optimizer_state(module, opt, load_optimizer(path / f"optimizer_{name}.safetensors"))
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match this run ({type(e).__name__}: {e}); "
+                              f"check train.family / toggles, or start over with --fresh") from None
+    restore_rng(meta["rng"][run.accelerator.process_index], run.rngs)
+    run.load_history_state(meta.get("history", {}))
+    return int(meta["step"])
+
+
+__all__ = ["CheckpointError", "checkpoint_root", "list_checkpoints", "latest_checkpoint", "capture_rng",
+           "restore_rng", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]

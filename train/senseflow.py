@@ -1,0 +1,442 @@
+"""`distill` stage: SenseFlow distillation (paper Algorithm 1) of a teacher into a few-step student.
+
+    python -m train.senseflow [--params params.yaml] [--variant NAME] [--out DIR]
+                              [--resume | --fresh] [-S key=value ...]
+    accelerate launch --config_file configs/accelerate/<x>.yaml -m train.senseflow ...
+
+Networks: generator G (student) and fake score f both start as copies of the teacher's denoiser
+(`backbone.init_student`); the real score is the frozen teacher. Every iteration (`train_step`):
+
+  1. sample a coarse anchor t_i and build x_{t_i}: backward simulation from noise with G, or forward
+     diffusion of the paired real image (coin with P = backsim_prob)      [train/generator_input.py]
+  2. G forward at (x_{t_i}, t_i), with grad only on generator turns (iteration % ttur == 0)
+  3. on generator turns: L_G = DMD [+ adv_weight * w(t_i) * hinge_G if vfm] [+ isg_weight * ISG if isg];
+     backward, clip, AdamW step; then [ida] f <- lambda f + (1 - lambda) G      [dmd, isg, ida]
+  4. every iteration: fake-score denoising step on the detached G sample      [dmd.fake_score_loss]
+  5. every iteration, if vfm: discriminator hinge step, real = paired image, both passes judged
+     against the paired image's VFM features and the prompt's CLIP features  [vfm_discriminator]
+
+A disabled component is not computed at all (vfm off: no discriminator or CLIP is even loaded).
+Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.yaml < variant < -S).
+Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
+EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
+summary.json. An existing checkpoint is resumed automatically (bit-for-bit with the same world size).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from diffusers.utils import logging as diffusers_logging
+from torch import nn
+from tqdm import tqdm
+from transformers.utils import logging as transformers_logging
+
+from backbones import backbone_class, load_backbone
+from backbones.base import Backbone
+from train.batches import StepBatchSampler
+from train.checkpoint import CheckpointError, latest_checkpoint, load_run_checkpoint, save_run_checkpoint
+from train.clip_text import ClipTextEncoder
+from train.dataset import ImageTextDataset, load_dataset_json
+from train.dmd import dmd_loss, dmd_targets, fake_score_loss
+from train.generator_input import generator_input
+from train.ida import ida_update
+from train.isg import isg_loss
+from train.settings import guidance_range, load_settings
+from train.sharding import full_tensor, resharded, shard_like, unwrap
+from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking
+from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/Inf; the run stops before applying it."""
+
+
+@dataclass
+class Run:
+    """Everything one training run holds. `generator`, `fake_score` and `discriminator` are the
+    (possibly DDP-wrapped or FSDP-sharded) modules that are called; `optimizers` maps a name to
+    (the plain module whose parameters it updates, its AdamW)."""
+
+    settings: dict
+    out: Path
+    accelerator: Accelerator
+    backbone: Backbone
+    teacher: nn.Module
+    generator: nn.Module
+    fake_score: nn.Module
+    discriminator: nn.Module | None
+    clip_text: ClipTextEncoder | None
+    ema: nn.Module | None
+    optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]]
+    anchors: torch.Tensor
+    data: ImageTextDataset
+    rngs: dict[str, torch.Generator]  # "decisions": same on all ranks; "noise": per rank
+    fake_losses: RollingStd
+    last_checkpoint: Path | None = None
+    base_lrs: dict[str, float] = field(default_factory=dict)
+
+    def history_state(self) -> dict:
+        return {"fake_losses": self.fake_losses.state()}
+
+    def load_history_state(self, state: dict) -> None:
+        self.fake_losses.load(state.get("fake_losses", []))
+
+
+# ---- building --------------------------------------------------------------------------------
+def _seed_everything(seed: int, rank: int) -> dict[str, torch.Generator]:
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+    return {"decisions": torch.Generator().manual_seed(seed),
+            "noise": torch.Generator().manual_seed(seed + 104_729 * (rank + 1))}
+
+
+def _load_teacher(s: dict, device) -> Backbone:
+    """The family's backbone; `resolution` is passed when the family's loader takes it."""
+    options = {}
+    if "resolution" in inspect.signature(backbone_class(s["family"]).load).parameters:
+        options["resolution"] = s["resolution"]
+    return load_backbone(s["family"], s["teacher"], device=device, **options)
+
+
+def _adamw(params, lr: float, s: dict) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(s["betas"]), eps=s["eps"], weight_decay=s["weight_decay"])
+
+
+def build_run(settings: dict, out: str | Path) -> Run:
+    """Load data and models, wrap them for the launch (single / DDP / FSDP2), create optimizers.
+    User-fixable problems (paths, params) raise before any model is loaded where possible."""
+    s, out = settings, Path(out)
+    accelerator = Accelerator(mixed_precision="bf16" if s["precision"] == "bf16" else "no",
+                              log_with="dvclive", project_dir=str(out))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise RuntimeError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}: every "
+                           f"process would train alone. On CPU set ACCELERATE_USE_CPU=true (torchrun) or use "
+                           f"configs/accelerate/multi_cpu.yaml")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("launch with configs/accelerate/fsdp_gpu.yaml (MULTI_GPU) and train.fsdp: true; the loop "
+                         "applies FSDP2 itself so the generator and fake score are sharded identically for IDA")
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
+    diffusers_logging.disable_progress_bar()  # per-file load/save bars would drown the loop's own
+    transformers_logging.disable_progress_bar()
+    records = load_dataset_json(s["dataset"])
+    rngs = _seed_everything(s["seed"], accelerator.process_index)
+
+    backbone = _load_teacher(s, accelerator.device)
+    generator, fake_score = backbone.init_student(), backbone.init_student()
+    ema = backbone.init_student().requires_grad_(False) if s["ema"] > 0 else None
+    teacher = backbone.denoiser.eval().requires_grad_(False)
+    if s["precision"] == "bf16":
+        teacher.to(torch.bfloat16)  # released: teacher runs in bf16, trained nets keep fp32 weights
+    for net in (generator, fake_score):
+        net.train()
+        if s["gradient_checkpointing"]:
+            net.enable_gradient_checkpointing()
+
+    discriminator = clip_text = None
+    if s["vfm"]:
+        clip_text = ClipTextEncoder.from_pretrained(s["clip"], accelerator.device)
+        discriminator = VFMDiscriminator.from_pretrained(
+            s["vfm_backbone"], clip_text.dim, feature_layers=s["vfm_layers"], downsample=s["vfm_downsample"],
+            diffaug=bool(s["diffaug"]), policy=s["diffaug"] or "", resolution=s["vfm_resolution"]
+        ).to(accelerator.device).train()
+
+    if s["fsdp"]:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
+        for net in (generator, fake_score, ema):
+            if net is not None:
+                shard_like(net.to(accelerator.device), mesh)
+        if discriminator is not None:
+            discriminator = accelerator.prepare_model(discriminator)
+    else:
+        generator, fake_score = accelerator.prepare_model(generator), accelerator.prepare_model(fake_score)
+        ema = ema.to(accelerator.device) if ema is not None else None
+        if discriminator is not None:
+            discriminator = accelerator.prepare_model(discriminator)
+
+    base_lrs = {"generator": s["lr_generator"], "fake_score": s["lr_fake"]}
+    optimizers = {"generator": (unwrap(generator), _adamw(generator.parameters(), s["lr_generator"], s)),
+                  "fake_score": (unwrap(fake_score), _adamw(fake_score.parameters(), s["lr_fake"], s))}
+    if discriminator is not None:
+        heads = unwrap(discriminator).heads
+        optimizers["discriminator"] = (heads, _adamw(heads.parameters(), s["lr_discriminator"], s))
+        base_lrs["discriminator"] = s["lr_discriminator"]
+
+    return Run(settings=s, out=out, accelerator=accelerator, backbone=backbone, teacher=teacher,
+               generator=generator, fake_score=fake_score, discriminator=discriminator, clip_text=clip_text,
+               ema=ema, optimizers=optimizers, anchors=backbone.anchor_timesteps(s["num_steps"]).cpu(),
+               data=ImageTextDataset(records, s["resolution"]), rngs=rngs,
+               fake_losses=RollingStd(s["loss_window"]), base_lrs=base_lrs)
+
+
+# ---- one iteration -----------------------------------------------------------------------------
+def draw_guidance(value, key: str, rng: torch.Generator) -> float:
+    """A fixed scale, or U(lo, hi) drawn per call from the rank-shared generator."""
+    lo, hi = guidance_range(value, key)
+    return lo if lo == hi else lo + (hi - lo) * float(torch.rand((), generator=rng))
+
+
+def set_learning_rates(run: Run, step: int) -> dict[str, float]:
+    s = run.settings
+    warm = s["warmup_steps"]
+    factor = 1.0 if step >= warm else s["warmup_start"] + (1 - s["warmup_start"]) * step / warm
+    lrs = {}
+    for name, (_, opt) in run.optimizers.items():
+        for group in opt.param_groups:
+            group["lr"] = run.base_lrs[name] * factor
+        lrs[f"lr_{name}"] = run.base_lrs[name] * factor
+    return lrs
+
+
+def ensure_finite(run: Run, step: int, terms: dict[str, torch.Tensor]) -> None:
+    """Stop (on every rank) before a NaN/Inf loss is applied; the last checkpoint stays intact."""
+    bad = torch.stack([(~torch.isfinite(v.detach().float())).any() for v in terms.values()]).float()
+    if run.accelerator.num_processes > 1:
+        bad = run.accelerator.reduce(bad.to(run.accelerator.device), reduction="sum")
+    if bad.sum() > 0:
+        names = [k for k, b in zip(terms, bad.tolist()) if b > 0]
+        where = str(run.last_checkpoint) if run.last_checkpoint else "none written yet"
+        raise NonFiniteLossError(
+            f"non-finite loss {names} at iteration {step}; stopping without applying it. Last good checkpoint: "
+            f"{where}. Lower the learning rates or try precision: fp32, then rerun (resumes from that checkpoint).")
+
+
+def clip_and_step(run: Run, name: str) -> float:
+    """Clip the accumulated gradients of optimizer `name`, step, clear them. Returns the gradient
+    norm before clipping."""
+    _, opt = run.optimizers[name]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    clip = run.settings["grad_clip"] if run.settings["grad_clip"] > 0 else math.inf
+    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(full_tensor(norm))
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Temporarily stop gradients into `module`'s parameters (the discriminator heads while the
+    generator's adversarial term back-propagates through the discriminator)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def train_step(run: Run, step: int, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+    """One iteration of Algorithm 1 on a batch of paired real images (B, 3, H, W) in [-1, 1] and
+    prompts. Returns the logged values (loss terms, grad norms, lrs) as floats."""
+    s, bb, acc = run.settings, run.backbone, run.accelerator
+    decisions, noise = run.rngs["decisions"], run.rngs["noise"]
+    logs = set_learning_rates(run, step)
+    images = images.to(acc.device)
+    with torch.no_grad():
+        cond = bb.encode_prompts(prompts)
+        x_real = bb.encode_images(images, generator=noise)
+
+    # 1. coarse timestep t_i and the generator input x_{t_i}
+    inp = generator_input(bb, unwrap(run.generator), x_real, cond, run.anchors, s["backsim_prob"], decisions, noise)
+    logs["backsim_fraction"] = float(inp.backsim)
+
+    # 2. generator forward, with grad only on its turn
+    gen_turn = step % s["ttur"] == 0
+    with torch.set_grad_enabled(gen_turn):
+        gen_out = bb.model_output(run.generator, inp.x_t, inp.t, cond)
+        x0_gen = bb.to_x0(gen_out, inp.x_t, inp.t)
+
+    if s["vfm"]:
+        disc = unwrap(run.discriminator)
+        with torch.no_grad():
+            text = run.clip_text(prompts)
+            reference = disc.reference_features(images)
+        time_weight = adversarial_time_weight(bb, inp.t, s["adv_time_weight"]).to(acc.device)
+    generated_images = None
+
+    # 3. generator update: L_G = DMD [+ adversarial] [+ ISG]; then IDA
+    if gen_turn:
+        targets = dmd_targets(
+            bb, run.teacher, run.fake_score, x0_gen, cond, draw_guidance(s["real_guidance"], "real_guidance", decisions),
+            t=bb.sample_training_timesteps(len(prompts), noise) if s["dmd_t_sampling"] == "training" else None,
+            min_frac=s["dmd_t_min"], max_frac=s["dmd_t_max"], shift=s["dmd_t_shift"], generator=noise)
+        loss_dmd, _ = dmd_loss(x0_gen, targets.x0_real, targets.x0_fake)
+        terms = {"loss_dmd": loss_dmd}
+        loss_g = loss_dmd
+        if s["vfm"]:
+            generated_images = bb.decode(x0_gen)
+            with frozen(disc.heads):
+                logits = disc(generated_images, text, ref_features=reference, generator=noise)
+            terms["loss_adv"] = g_hinge_loss(logits, s["adv_weight"] * time_weight)
+            loss_g = loss_g + terms["loss_adv"]
+        if s["isg"]:
+            terms["loss_isg"], _ = isg_loss(
+                bb, run.teacher, unwrap(run.generator), inp.x_t, gen_out, run.anchors, inp.anchor_index, cond,
+                draw_guidance(s["isg_guidance"], "isg_guidance", decisions), margin=s["isg_margin"],
+                shift=s["isg_shift"], loss_type=s["isg_loss"], huber_c=s["isg_huber_c"], generator=decisions)
+            loss_g = loss_g + s["isg_weight"] * terms["loss_isg"]
+        terms["loss_generator"] = loss_g
+        ensure_finite(run, step, terms)
+        acc.backward(loss_g)
+        logs["grad_norm_generator"] = clip_and_step(run, "generator")
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
+        if s["ida"]:
+            ida_update(*resharded(unwrap(run.fake_score), unwrap(run.generator)), s["ida_lambda"])
+        if run.ema is not None:  # the same lerp: ema <- d * ema + (1 - d) * G
+            ida_update(*resharded(run.ema, unwrap(run.generator)), s["ema"])
+
+    # 4. fake score: denoising loss on the detached generator sample, every iteration
+    loss_fake, _ = fake_score_loss(bb, run.fake_score, x0_gen.detach(), cond, generator=noise)
+    ensure_finite(run, step, {"loss_fake_score": loss_fake})
+    acc.backward(loss_fake)
+    logs["grad_norm_fake_score"] = clip_and_step(run, "fake_score")
+    logs["loss_fake_score"] = float(loss_fake.detach())
+    run.fake_losses.add(logs["loss_fake_score"])
+
+    # 5. discriminator: hinge, real = paired image, fake = generated; reference = paired image
+    if s["vfm"]:
+        with torch.no_grad():
+            fake_images = bb.decode(x0_gen.detach()) if generated_images is None else generated_images.detach()
+        with acc.no_sync(run.discriminator):  # real and fake back-propagate separately (released), one all-reduce
+            loss_d_real = d_hinge_loss(run.discriminator(images, text, ref_features=reference, generator=noise),
+                                       None, time_weight)
+            ensure_finite(run, step, {"loss_d_real": loss_d_real})
+            acc.backward(loss_d_real)
+        loss_d_fake = d_hinge_loss(None, run.discriminator(fake_images, text, ref_features=reference,
+                                                           generator=noise), time_weight)
+        ensure_finite(run, step, {"loss_d_fake": loss_d_fake})
+        acc.backward(loss_d_fake)
+        logs["grad_norm_discriminator"] = clip_and_step(run, "discriminator")
+        logs.update(loss_d_real=float(loss_d_real.detach()), loss_d_fake=float(loss_d_fake.detach()))
+    return logs
+
+
+# ---- samples, the loop, the CLI ----------------------------------------------------------------
+@torch.no_grad()
+def sample_images(run: Run, count: int) -> torch.Tensor:
+    """Student samples for fixed prompts and noise (own generators: the training RNG is untouched).
+    Every rank runs it (sharded nets need all ranks); returns (count, 3, H, W) in [-1, 1]."""
+    s, bb, device = run.settings, run.backbone, run.accelerator.device
+    rows = np.linspace(0, len(run.data) - 1, count).round().astype(int).tolist()
+    prompts = [run.data.records.prompts[i] for i in rows]
+    shape = bb.latent_shape(s["resolution"], s["resolution"])
+    noise = torch.randn((count, *shape), generator=torch.Generator().manual_seed(s["seed"] + 7)).to(device)
+    net = run.ema if run.ema is not None else unwrap(run.generator)
+    x0 = bb.sample(net, bb.encode_prompts(prompts), noise, s["num_steps"],
+                   generator=torch.Generator(device).manual_seed(s["seed"] + 8))
+    return bb.decode(x0)
+
+
+def export_final_student(run: Run) -> Path:
+    """`<out>/student/<denoiser_subfolder>/` from the latest checkpoint (EMA if kept), atomically."""
+    ckpt = latest_checkpoint(run.out)
+    target, tmp = run.out / "student", run.out / ".student.tmp"
+    if run.accelerator.is_main_process:
+        src = ckpt / "ema" if run.ema is not None else ckpt
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src / run.backbone.denoiser_subfolder, tmp / run.backbone.denoiser_subfolder)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    run.accelerator.wait_for_everyone()
+    return target
+
+
+def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
+    """Run (or continue) a distillation. resume: 'auto' (continue from the latest checkpoint if any),
+    'require' (error without one), 'never' (delete earlier checkpoints/logs and start over)."""
+    out = Path(out)
+    if resume == "never" and out.exists():
+        for sub in ("checkpoints", "dvclive", "samples", "student"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    ckpt = latest_checkpoint(out)
+    if resume == "require" and ckpt is None:
+        raise CheckpointError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
+    run = build_run(settings, out)
+    s, acc = run.settings, run.accelerator
+    start = 0
+    if ckpt is not None:
+        start = load_run_checkpoint(run, ckpt)
+        run.last_checkpoint = ckpt
+    start_tracking(acc, out, s, resume=ckpt is not None)
+    if acc.is_main_process:
+        acc.print(f"senseflow: family {s['family']} preset {s['preset']}, {acc.num_processes} process(es)"
+                  f"{' FSDP2' if s['fsdp'] else ''}, iterations {start}..{s['steps']}"
+                  f"{f' (resumed from {ckpt})' if ckpt else ''}")
+    loader = torch.utils.data.DataLoader(
+        run.data, batch_sampler=StepBatchSampler(len(run.data), s["batch_size"], s["seed"], start, s["steps"],
+                                                 acc.process_index, acc.num_processes),
+        num_workers=s["num_workers"], generator=torch.Generator())  # own seed source: global RNG untouched
+    means, bar = WindowMeans(), tqdm(total=s["steps"], initial=start, desc="senseflow", unit="it",
+                                      disable=not acc.is_main_process, mininterval=2.0)
+    times = []
+    try:
+        for step, (images, prompts) in enumerate(loader, start=start):
+            t0 = time.perf_counter()
+            logs = train_step(run, step, images, list(prompts))
+            times.append(time.perf_counter() - t0)
+            means.add({**logs, "s_per_iter": times[-1]})
+            done = step + 1
+            if done % s["log_every"] == 0 or done == s["steps"]:
+                values = {**means.pop(), "fake_score_loss_std": run.fake_losses.std}
+                log_metrics(acc, values, step=done)
+                bar.set_postfix(fake=f"{values['loss_fake_score']:.4f}", s_it=f"{values['s_per_iter']:.3f}")
+            if done % s["checkpoint_every"] == 0 or done == s["steps"]:
+                run.last_checkpoint = save_run_checkpoint(run, done)
+            if (s["sample_every"] and done % s["sample_every"] == 0) or done == s["steps"]:
+                grid = sample_images(run, s["sample_prompts"])
+                save_sample_grid(acc, grid, out / "samples" / f"step_{done:07d}.png", done)
+            bar.update(1)
+        if start < s["steps"] or not (out / "student").exists():
+            export_final_student(run)
+        if acc.is_main_process and times:
+            (out / "summary.json").write_text(json.dumps({
+                "steps": s["steps"], "resumed_from": start, "world_size": acc.num_processes,
+                "s_per_iter": float(np.mean(times[min(len(times) - 1, 5):])),
+                "fake_score_loss_std": run.fake_losses.std}, indent=2))
+    finally:
+        bar.close()
+        for tracker in acc.trackers:  # not end_training(): that also destroys the process group
+            tracker.finish()
+    return run
+
+
+def main(argv=None) -> Run:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--variant", default=None, help="apply params 'variants.<name>' on top of train")
+    ap.add_argument("--out", default=None, help="run directory (default runs/distill/<variant or 'default'>)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="require a checkpoint in --out and continue from it")
+    group.add_argument("--fresh", action="store_true", help="delete checkpoints/logs in --out and start over")
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a train param, e.g. -S train.ttur=3 (repeatable)")
+    args = ap.parse_args(argv)
+    settings = load_settings(args.params, args.variant, args.overrides)
+    out = args.out or f"runs/distill/{args.variant or 'default'}"
+    run = train(settings, out, resume="require" if args.resume else "never" if args.fresh else "auto")
+    run.accelerator.state.destroy_process_group()
+    return run
+
+
+if __name__ == "__main__":
+    main()
