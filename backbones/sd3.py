@@ -49,7 +49,35 @@ def _param_dtype(net: nn.Module) -> torch.dtype:
     return next(net.parameters()).dtype
 
 
-class SD3Backbone(Backbone):
+class SD3FlowSchedule:
+    """SD3's rectified-flow schedule with a static shift and its empty-prompt CFG input, shared
+    by the sd3 family and the toy family (which is SD3 in pixel space). Needs `self.shift`,
+    `self.num_train_timesteps`, `self.encode_prompts` and `self._null` (initially None)."""
+
+    def null_conditioning(self, batch: int) -> Conditioning:
+        """encode_prompt("") (real empty-prompt embeddings, released code), repeated `batch` times."""
+        if self._null is None:
+            with torch.no_grad():
+                self._null = self.encode_prompts([""])
+        n = self._null
+        return Conditioning(n.embeds.expand(batch, -1, -1), n.pooled.expand(batch, -1))
+
+    def sigma(self, t):
+        return t / self.num_train_timesteps
+
+    def alpha(self, t):
+        return 1 - t / self.num_train_timesteps
+
+    def anchor_timesteps(self, num_steps: int) -> torch.Tensor:
+        """1000 * shift(linspace(1, 1/n, n)): [1000, 900, 750, 500] for n=4 at shift 3."""
+        return self.num_train_timesteps * flow_anchor_sigmas(num_steps, self.shift)
+
+    def sample_training_timesteps(self, batch, generator=None):
+        """t = 1000 * shift(u), u ~ logit-normal(0, 1) (SD3 training density), float (batch,)."""
+        return self.num_train_timesteps * shift_sigmas(logit_normal(batch, generator), self.shift)
+
+
+class SD3Backbone(SD3FlowSchedule, Backbone):
     """SD3-family teacher. Latents (B, C, H/8, W/8); t = 1000 * sigma in [0, 1000];
     Conditioning: embeds (B, 77 + max_sequence_length, T5 width), pooled (B, CLIP-L + CLIP-G proj)."""
 
@@ -120,28 +148,6 @@ class SD3Backbone(Backbone):
             prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
             do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length)
         return Conditioning(embeds, pooled)
-
-    def null_conditioning(self, batch: int) -> Conditioning:
-        """encode_prompt("") (real empty-prompt embeddings, released code), repeated `batch` times."""
-        if self._null is None:
-            self._null = self.encode_prompts([""])
-        n = self._null
-        return Conditioning(n.embeds.expand(batch, -1, -1), n.pooled.expand(batch, -1))
-
-    # ---- schedule -------------------------------------------------------------------------
-    def sigma(self, t):
-        return t / self.num_train_timesteps
-
-    def alpha(self, t):
-        return 1 - t / self.num_train_timesteps
-
-    def anchor_timesteps(self, num_steps: int) -> torch.Tensor:
-        """1000 * shift(linspace(1, 1/n, n)): [1000, 900, 750, 500] for n=4 at shift 3."""
-        return self.num_train_timesteps * flow_anchor_sigmas(num_steps, self.shift)
-
-    def sample_training_timesteps(self, batch, generator=None):
-        """t = 1000 * shift(u), u ~ logit-normal(0, 1) (SD3 training density), float (batch,)."""
-        return self.num_train_timesteps * shift_sigmas(logit_normal(batch, generator), self.shift)
 
     # ---- network --------------------------------------------------------------------------
     def model_output(self, net, x_t, t, cond, guidance=None):

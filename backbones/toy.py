@@ -20,7 +20,7 @@ from torch import nn
 from transformers import T5EncoderModel
 
 from backbones.base import Backbone, Conditioning, require_folder
-from backbones.schedules import flow_anchor_sigmas, logit_normal, shift_sigmas
+from backbones.sd3 import SD3FlowSchedule
 from toyworld.encoders import build_tokenizer, load_tokenizer, text_encoder_config, tokenize
 from toyworld.world import RESOLUTION
 
@@ -35,7 +35,7 @@ def transformer_config(layers: int = 4, heads: int = 4, head_dim: int = 32, text
                 pos_embed_max_size=resolution // patch_size)
 
 
-class ToyBackbone(Backbone):
+class ToyBackbone(SD3FlowSchedule, Backbone):
     family = "toy"
     prediction = "flow"
     denoiser_subfolder = "transformer"
@@ -96,26 +96,6 @@ class ToyBackbone(Backbone):
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
         return Conditioning(hidden, pooled)
-
-    def null_conditioning(self, batch: int) -> Conditioning:
-        if self._null is None:
-            with torch.no_grad():
-                self._null = self.encode_prompts([""])
-        n = self._null
-        return Conditioning(n.embeds.expand(batch, -1, -1), n.pooled.expand(batch, -1))
-
-    # ---- schedule -------------------------------------------------------------------------
-    def sigma(self, t):
-        return t / self.num_train_timesteps
-
-    def alpha(self, t):
-        return 1 - t / self.num_train_timesteps
-
-    def anchor_timesteps(self, num_steps: int) -> torch.Tensor:
-        return self.num_train_timesteps * flow_anchor_sigmas(num_steps, self.shift)
-
-    def sample_training_timesteps(self, batch, generator=None):
-        return self.num_train_timesteps * shift_sigmas(logit_normal(batch, generator), self.shift)
 
     # ---- network --------------------------------------------------------------------------
     def model_output(self, net, x_t, t, cond, guidance=None):
