@@ -75,7 +75,7 @@ def family_teacher(family: str, path: Path) -> Path:
 def tiny_settings(assets: dict[str, str], **overrides) -> dict:
     """Toy preset with tiny sizes: batch 2, few steps, checkpoints every 2 iterations."""
     explicit = {**assets, "steps": 4, "batch_size": 2, "threads": 1, "checkpoint_every": 2, "log_every": 1,
-                "sample_every": 0, "sample_prompts": 2, "vfm_downsample": 1, "loss_window": 3, "keep_checkpoints": 3}
+                "sample_every": 0, "sample_prompts": 2, "vfm_downsample": 1, "vfm_layers": [0, 1, 2], "loss_window": 3, "keep_checkpoints": 3}
     return resolve(explicit, overrides=overrides)
 
 

@@ -71,26 +71,24 @@ from toyworld.world import (COLORS, GRID, NUMBER_WORDS, RESOLUTION, SHAPES, TEXT
 DEFAULTS = {
     "seed": 0,
     "threads": 2,               # torch threads and rendering processes
-    "images": 16000,            # rendered training pool, shared by both encoders
+    "images": 12000,            # rendered training pool, shared by both encoders
     "grammar_fraction": 0.5,    # pool scenes drawn from grammar prompts (rest: random 1-3 objects)
     "prompt_fraction": 0.5,     # caption = the grammar prompt (else a full description of the scene)
     "clip_width": 128,
     "clip_layers": 3,
     "clip_heads": 4,
     "clip_projection_dim": 128,
-    "clip_steps": 900,
-    "clip_batch_size": 128,
-    "clip_lr": 1.0e-3,
-    "clip_warmup": 100,
+    "clip_steps": 1000,
+    "clip_batch_size": 64,
+    "clip_lr": 2.0e-3,
+    "clip_warmup": 50,
     "clip_weight_decay": 0.1,
-    "clip_layout_weight": 0.0,  # auxiliary per-cell loss on the image CLS token (0 = off)
-    "clip_fact_weight": 1.0,    # auxiliary half-plane facts, one probe on both embeddings (0 = off)
     "dinov2_width": 128,
     "dinov2_layers": 4,
     "dinov2_heads": 4,
-    "dinov2_steps": 400,
+    "dinov2_steps": 500,
     "dinov2_batch_size": 64,
-    "dinov2_lr": 1.0e-3,
+    "dinov2_lr": 2.0e-3,
     "dinov2_warmup": 50,
     "dinov2_weight_decay": 0.05,
     "eval_batches": 8,          # retrieval batches of EVAL_BATCH held-out scenes
@@ -167,67 +165,6 @@ def caption_truth(metas: list[dict], labels: np.ndarray) -> np.ndarray:
             ok &= (shape == SHAPE_IDS[req["class"]]).sum(1) < req["count"]
         out[i] = ok
     return out
-
-
-# "Half-plane facts": for each axis (columns, rows), side (left/top, right/bottom) and attribute
-# value (shape, colour, texture): is there an object with that value on that side. An image
-# determines them all; a caption with a relation ("a red circle left of a square") asserts some
-# of them (the circle and red are in the left column, a square in the right one).
-FACT_VALUES = [("shape", s) for s in SHAPES] + [("color", c) for c in COLORS] + [("texture", t) for t in TEXTURES]
-N_FACTS = 2 * 2 * len(FACT_VALUES)
-FACT_GAIN = 10.0
-_SIDE_OF = {"left of": (0, 0), "right of": (0, 1), "above": (1, 0), "below": (1, 1)}  # rel -> (axis, side)
-
-
-def _fact_index(axis: int, side: int, value: int) -> int:
-    return (axis * 2 + side) * len(FACT_VALUES) + value
-
-
-def image_facts(labels: np.ndarray) -> np.ndarray:
-    """(n, N_FACTS) float 0/1 from `cell_labels` (n, 3, cells)."""
-    out = np.zeros((len(labels), N_FACTS), dtype=np.float32)
-    ids = {"shape": (0, SHAPE_IDS), "color": (1, COLOR_IDS), "texture": (2, TEXTURE_IDS)}
-    for v, (attr, value) in enumerate(FACT_VALUES):
-        row, table = ids[attr]
-        has = labels[:, row] == table[value]  # (n, cells)
-        for axis, coord in ((0, _COL), (1, _ROW)):
-            for side in (0, 1):
-                out[:, _fact_index(axis, side, v)] = has[:, coord == side].any(1)
-    return out
-
-
-def caption_facts(meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(target, mask), each (N_FACTS,): the half-plane facts a caption asserts. Only captions with
-    a relation between single objects assert any: each of the pair's stated values is on that
-    object's side, and not on the other side unless another mentioned object may carry it."""
-    target = np.zeros(N_FACTS, dtype=np.float32)
-    mask = np.zeros(N_FACTS, dtype=np.float32)
-    inc = meta["include"]
-    k = next((i for i, r in enumerate(inc) if "position" in r), None)
-    if k is None:
-        return target, mask
-    rel, j = inc[k]["position"]
-    if inc[k]["count"] != 1 or inc[j]["count"] != 1:
-        return target, mask
-    axis, side_a = _SIDE_OF[rel]
-    placed = {k: side_a, j: 1 - side_a}
-
-    def carries(r: dict, attr: str, value: str, may: bool) -> bool:
-        key = "class" if attr == "shape" else attr
-        return r.get(key) == value or (may and key not in r)
-
-    for v, (attr, value) in enumerate(FACT_VALUES):
-        sides = {placed[i] for i in placed if carries(inc[i], attr, value, False)}
-        if not sides:
-            continue
-        others = [r for i, r in enumerate(inc) if i not in placed]
-        for side in (0, 1):
-            f = _fact_index(axis, side, v)
-            if side in sides:
-                target[f], mask[f] = 1.0, 1.0
-            elif not any(carries(r, attr, value, True) for r in others + [inc[i] for i in placed if placed[i] == side]):
-                mask[f] = 1.0
-    return target, mask
 
 
 def random_scene(rng: np.random.Generator) -> Scene:
@@ -529,73 +466,36 @@ def new_clip(p: dict, vocab_size: int) -> CLIPModel:
                                  projection_dim=p["clip_projection_dim"]))
 
 
-class FactProbe(torch.nn.Module):
-    """Half-plane fact logits of unit-norm embeddings: FACT_GAIN * cos(embedding, direction_f) + b_f.
-    Unit directions and a fixed gain make the facts large components of the embedding, hence of
-    the image-text cosine, rather than small ones read by a large probe."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.directions = torch.nn.Parameter(torch.randn(N_FACTS, dim) / math.sqrt(dim))
-        self.bias = torch.nn.Parameter(torch.zeros(N_FACTS))
-
-    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        return FACT_GAIN * embeds @ F.normalize(self.directions, dim=-1).t() + self.bias
-
-
 def train_clip(p: dict, pool: ScenePool, tokenizer) -> CLIPModel:
     model = new_clip(p, len(tokenizer)).train()
-    # auxiliary: the image embedding's CLS token must name every cell's content (discarded after)
-    layout = torch.nn.Linear(model.config.vision_config.hidden_size, GRID * GRID * sum(N_CELL_CLASSES))
-    layout_weight = p["clip_layout_weight"]
-    # auxiliary: one linear probe shared by both towers reads half-plane facts off the joint
-    # embeddings, so image and caption put "what is on which side" in the same directions
-    facts = FactProbe(model.config.projection_dim)
-    fact_weight = p["clip_fact_weight"]
-    trained = torch.nn.ModuleList([model] + ([layout] if layout_weight > 0 else []) + ([facts] if fact_weight > 0 else []))
-    opt = _optimizer(trained, p["clip_lr"], p["clip_weight_decay"])
-    labels = torch.from_numpy(pool.labels)
+    opt = _optimizer(model, p["clip_lr"], p["clip_weight_decay"])
     rng = np.random.default_rng([p["seed"], 100])
     bs, steps = p["clip_batch_size"], p["clip_steps"]
     eye = torch.eye(bs, 2 * bs, dtype=torch.bool)
     target = torch.arange(bs)
     bar = tqdm(range(steps), desc="clip", unit="step", mininterval=5.0)
-    fact_log = "-"
     for step in bar:
         idx = rng.choice(len(pool), bs, replace=False)
         captions, negatives = training_captions(pool, idx, rng, p["prompt_fraction"])
         texts = captions + negatives
         # (image, text): a text true of another image is not a negative for it
-        metas = [s.to_metadata() for s in texts]
-        false_neg = torch.from_numpy(caption_truth(metas, pool.labels[idx]).T) & ~eye
+        false_neg = torch.from_numpy(caption_truth([s.to_metadata() for s in texts], pool.labels[idx]).T) & ~eye
         tok = tokenize(tokenizer, [s.prompt for s in texts])
         out = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
                     pixel_values=normalize(pool.images[idx], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
         logits = out.logits_per_image.masked_fill(false_neg, float("-inf"))  # (B, 2B): captions, then negatives
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :bs].t(), target)) / 2
-        if layout_weight > 0:
-            cls = out.vision_model_output.pooler_output  # post-layernorm CLS, what the projection reads
-            cell_logits = layout(cls).view(bs, GRID * GRID, -1).split(N_CELL_CLASSES, dim=-1)
-            loss = loss + layout_weight * _cell_loss(cell_logits, labels[idx])
-        if fact_weight > 0:
-            img_loss = F.binary_cross_entropy_with_logits(facts(out.image_embeds),
-                                                          torch.from_numpy(image_facts(pool.labels[idx])))
-            stated, mask = (torch.from_numpy(np.stack(a)) for a in zip(*(caption_facts(m) for m in metas)))
-            txt_loss = (F.binary_cross_entropy_with_logits(facts(out.text_embeds), stated, reduction="none")
-                        * mask).sum() / mask.sum().clamp(min=1)
-            loss = loss + fact_weight * (img_loss + txt_loss)
-            fact_log = f"{img_loss.item():.3f}/{txt_loss.item():.3f}"
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, p["clip_lr"], p["clip_warmup"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
-                            masked=int(false_neg.sum()), facts=fact_log)
+                            masked=int(false_neg.sum()))
     return model.eval()
 
 

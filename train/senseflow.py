@@ -246,6 +246,12 @@ def frozen(module: nn.Module):
 
 
 def train_step(run: Run, step: int, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+    """One iteration (`senseflow_iteration`) under the run's precision (bf16 autocast or fp32)."""
+    with run.accelerator.autocast():
+        return senseflow_iteration(run, step, images, prompts)
+
+
+def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
     """One iteration of Algorithm 1 on a batch of paired real images (B, 3, H, W) in [-1, 1] and
     prompts. Returns the logged values (loss terms, grad norms, lrs) as floats."""
     s, bb, acc = run.settings, run.backbone, run.accelerator
