@@ -87,6 +87,7 @@ class Backbone(ABC):
     family: str = ""
     prediction: str = "flow"  # "flow" (velocity) or "eps" (DDPM noise)
     denoiser_subfolder: str = "transformer"  # where the distilled network lives in the folder
+    resolution: tuple[int, int] = (1024, 1024)  # (H, W) of generated images; families fix or take it at load
     num_train_timesteps: int = 1000
 
     def __init__(self, denoiser: nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

@@ -39,6 +39,7 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
     family = "toy"
     prediction = "flow"
     denoiser_subfolder = "transformer"
+    resolution = (RESOLUTION, RESOLUTION)
 
     def __init__(self, denoiser: SD3Transformer2DModel, text_encoder: T5EncoderModel, tokenizer,
                  shift: float = DEFAULT_SHIFT, device="cpu", dtype=torch.float32):

@@ -1,0 +1,97 @@
+"""Images from a teacher or a distilled student: one sampling path for every stage that generates
+(`generate`, `geneval`, `compbench`).
+
+A `Generator` is a family backbone (teacher folder) plus the denoiser to sample with: the
+teacher's own, or a student exported by `train.senseflow` (`<run>/student/<subfolder>/`, the
+layout of the teacher's `transformer/` or `unet/`). Every image has its own seed: its initial
+noise is drawn from `torch.Generator().manual_seed(seed)`, so teacher and students given the same
+(prompt, seed) pairs start from the same noise (aligned FID-T pairs), and a resumed stage
+reproduces what an uninterrupted one would have written. The stochastic sampler's re-noising is
+seeded by the first seed of each batch, so it is reproducible for a fixed batch split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from backbones import load_backbone
+from backbones.base import Backbone, BackboneError
+from evaluate.images import to_uint8
+
+SAMPLERS = ("euler", "stochastic")
+
+
+@dataclass
+class Generator:
+    backbone: Backbone
+    net: torch.nn.Module
+    steps: int
+    sampler: str
+    guidance_scale: float
+    resolution: tuple[int, int]  # (H, W)
+    source: str              # "teacher" or the student folder, for metadata
+
+    def describe(self) -> dict:
+        return {"family": self.backbone.family, "source": self.source, "steps": self.steps,
+                "sampler": self.sampler, "guidance_scale": self.guidance_scale, "resolution": self.resolution}
+
+
+def student_folder(student: str | Path, backbone: Backbone) -> Path:
+    """The denoiser folder of a student: accepts the run dir, its `student/`, or the subfolder itself."""
+    p = Path(student)
+    sub = backbone.denoiser_subfolder
+    for cand in (p / "student" / sub, p / sub, p):
+        if (cand / "config.json").is_file():
+            return cand
+    raise BackboneError(f"no student checkpoint in {str(p)!r}: expected {sub}/config.json (a diffusers "
+                        f"{sub} folder as written by train.senseflow under <run>/student/)")
+
+
+def load_generator(family: str, teacher: str | Path, student: str | Path | None = None, *, steps: int,
+                   sampler: str = "euler", guidance_scale: float = 1.0, device: str = "cpu",
+                   dtype: torch.dtype = torch.float32, **options) -> Generator:
+    """The teacher of `family` at `teacher` (a local diffusers folder) sampling with its own denoiser,
+    or with the student at `student` if given (students are normally sampled at guidance 1: CFG is
+    distilled in). `options` go to the family's loader (e.g. resolution=1024 for flux/sdxl); the
+    image size is the backbone's `resolution`."""
+    if sampler not in SAMPLERS:
+        raise BackboneError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if steps < 1:
+        raise BackboneError(f"steps must be >= 1, got {steps}")
+    bb = load_backbone(family, teacher, device=device, dtype=dtype, **options)
+    net, source = bb.denoiser, "teacher"
+    if student is not None:
+        folder = student_folder(student, bb)
+        net, source = bb.load_denoiser(folder).to(device=device, dtype=dtype).eval(), str(folder)
+    return Generator(bb, net, steps, sampler, float(guidance_scale), tuple(bb.resolution), source)
+
+
+def initial_noise(gen: Generator, seeds: list[int]) -> torch.Tensor:
+    shape = gen.backbone.latent_shape(*gen.resolution)
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def generate(gen: Generator, prompts: list[str], seeds: list[int], batch_size: int = 32,
+             progress: bool = False) -> np.ndarray:
+    """(N, H, W, 3) uint8 images for aligned lists of prompts and per-image seeds."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    bb = gen.backbone
+    out = []
+    starts = range(0, len(prompts), batch_size)
+    for i in tqdm(starts, desc=f"sampling ({gen.source})", unit="batch", disable=not progress):
+        p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
+        noise = initial_noise(gen, s).to(bb.device, bb.dtype)
+        cond = bb.encode_prompts(p)
+        renoise = torch.Generator(device=bb.device).manual_seed(int(s[0]))
+        x0 = bb.sample(gen.net, cond, noise, gen.steps, sampler=gen.sampler, guidance_scale=gen.guidance_scale,
+                       generator=renoise)
+        out.append(to_uint8(bb.decode(x0)))
+    if not out:
+        return np.zeros((0, *gen.resolution, 3), np.uint8)
+    return np.concatenate(out)
