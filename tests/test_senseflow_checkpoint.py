@@ -61,6 +61,22 @@ def test_resume_after_crash_is_bit_identical(assets, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_from"] == 2
 
 
+def test_checkpoint_of_other_settings_is_not_resumed(assets, tmp_path, capsys):
+    """A persisted run dir (DVC `persist: true`) whose checkpoint belongs to other settings starts
+    over instead of continuing; a longer run of the same settings continues; --resume refuses."""
+    out = tmp_path / "run"
+    train(tiny_settings(assets, steps=2, ttur=2), out)
+    train(tiny_settings(assets, steps=4, ttur=2), out)  # same trajectory, longer: continues
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
+    with pytest.raises(senseflow.CheckpointError, match="ttur"):
+        train(tiny_settings(assets, steps=4, ttur=1), out, resume="require")
+    capsys.readouterr()
+    train(tiny_settings(assets, steps=2, ttur=1), out)
+    assert "starting over" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+
+
 def test_checkpoint_layout_student_drops_into_teacher_folder(assets, tmp_path):
     settings = tiny_settings(assets, steps=6, keep_checkpoints=2)
     run = train(settings, tmp_path / "run")

@@ -179,7 +179,7 @@ def save_run_checkpoint(run, step: int) -> Path:
             save_optimizer(tmp / f"optimizer_{name}.safetensors", state)
         (tmp / "state.json").write_text(json.dumps({
             "step": step, "world_size": acc.num_processes, "family": run.settings["family"],
-            "rng": rng, "history": run.history_state()}))
+            "rng": rng, "history": run.history_state(), "settings": run.settings}, default=str))
         if final.exists():
             old = root / f".step_{step}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -200,6 +200,26 @@ def _load_folder_state(folder: Path) -> dict[str, torch.Tensor]:
     for f in files:
         state.update(load_file(str(f)))
     return state
+
+
+# settings that do not change the training trajectory: a checkpoint written under other values of
+# these is still a valid point to continue from (e.g. a longer run, other logging cadence)
+RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_prompts", "keep_checkpoints",
+                    "threads", "num_workers"}
+
+
+def changed_settings(path: Path, settings: dict) -> list[str]:
+    """Keys whose value differs between `settings` and those checkpoint `path` was written with
+    (ignoring RESUMABLE_ACROSS); every key for a checkpoint that recorded none or is unreadable."""
+    try:
+        saved = json.loads((Path(path) / "state.json").read_text()).get("settings")
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        return ["<not recorded>"]
+    current = json.loads(json.dumps(settings, default=str))  # the same normalisation as when saved
+    keys = (set(saved) | set(current)) - RESUMABLE_ACROSS
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
 def load_run_checkpoint(run, path: Path) -> int:
@@ -233,4 +253,4 @@ def load_run_checkpoint(run, path: Path) -> int:
 
 
 __all__ = ["CheckpointError", "checkpoint_root", "list_checkpoints", "latest_checkpoint", "capture_rng",
-           "restore_rng", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]
+           "restore_rng", "changed_settings", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]

@@ -20,7 +20,9 @@ A disabled component is not computed at all (vfm off: no discriminator or CLIP i
 Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.yaml < variant < -S).
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
-summary.json. An existing checkpoint is resumed automatically (bit-for-bit with the same world size).
+summary.json. An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
+written with the same settings (train/checkpoint.py RESUMABLE_ACROSS lists the exceptions); otherwise
+the run starts over.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from transformers.utils import logging as transformers_logging
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
 from train.batches import StepBatchSampler
-from train.checkpoint import CheckpointError, latest_checkpoint, load_run_checkpoint, save_run_checkpoint
+from train.checkpoint import CheckpointError, changed_settings, latest_checkpoint, load_run_checkpoint, save_run_checkpoint
 from train.clip_text import ClipTextEncoder
 from train.dataset import ImageTextDataset, load_dataset_json
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
@@ -377,6 +379,13 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     ckpt = latest_checkpoint(out)
     if resume == "require" and ckpt is None:
         raise CheckpointError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
+    changed = changed_settings(ckpt, settings) if ckpt is not None else []
+    if changed and resume == "require":
+        raise CheckpointError(f"--resume: checkpoint {str(ckpt)!r} was written with other settings ({', '.join(changed)}); "
+                              f"use --fresh to start over")
+    if changed:  # e.g. a DVC rerun after a params change: the persisted run dir belongs to other settings
+        print(f"senseflow: checkpoint {ckpt} was written with other settings ({', '.join(changed)}); starting over")
+        return train(settings, out, resume="never")
     run = build_run(settings, out)
     s, acc = run.settings, run.accelerator
     start = 0
