@@ -66,7 +66,10 @@ def load_generator(family: str, teacher: str | Path, student: str | Path | None 
     net, source = bb.denoiser, "teacher"
     if student is not None:
         folder = student_folder(student, bb)
-        net, source = bb.load_denoiser(folder).to(device=device, dtype=dtype).eval(), str(folder)
+        net = bb.load_denoiser(folder).to(device).eval()
+        if next(net.parameters()).dtype != dtype:
+            net = net.to(dtype)
+        source = str(folder)
     return Generator(bb, net, steps, sampler, float(guidance_scale), tuple(bb.resolution), source)
 
 
