@@ -77,6 +77,18 @@ def test_checkpoint_of_other_settings_is_not_resumed(assets, tmp_path, capsys):
     assert [s for s, _ in list_checkpoints(out)] == [2]
 
 
+def test_shortened_run_exports_the_student_of_its_own_last_step(assets, tmp_path):
+    out = tmp_path / "run"
+    settings = tiny_settings(assets, steps=4, ttur=2)
+    train(settings, out)
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+    train({**settings, "steps": 2}, out)  # e.g. `dvc exp run -S train.steps=2` on a persisted run dir
+    exported = (out / "student" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    at_2 = (out / "checkpoints" / "step_2" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert exported == at_2
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
 def test_checkpoint_layout_student_drops_into_teacher_folder(assets, tmp_path):
     settings = tiny_settings(assets, steps=6, keep_checkpoints=2)
     run = train(settings, tmp_path / "run")

@@ -57,8 +57,10 @@ def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    found = list_checkpoints(out)
+def latest_checkpoint(out: Path, max_step: int | None = None) -> Path | None:
+    """The checkpoint with the highest step (at most `max_step` when given: a shortened run never
+    continues from beyond its end)."""
+    found = [(step, path) for step, path in list_checkpoints(out) if max_step is None or step <= max_step]
     return found[-1][1] if found else None
 
 

@@ -356,8 +356,8 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
 
 
 def export_final_student(run: Run) -> Path:
-    """`<out>/student/<denoiser_subfolder>/` from the latest checkpoint (EMA if kept), atomically."""
-    ckpt = latest_checkpoint(run.out)
+    """`<out>/student/<denoiser_subfolder>/` from the checkpoint at the run's last step (EMA if kept), atomically."""
+    ckpt = latest_checkpoint(run.out, max_step=run.settings["steps"])
     target, tmp = run.out / "student", run.out / ".student.tmp"
     if run.accelerator.is_main_process:
         src = ckpt / "ema" if run.ema is not None else ckpt
@@ -369,6 +369,14 @@ def export_final_student(run: Run) -> Path:
     return target
 
 
+def _exported_step(out: Path) -> int | None:
+    """The step the exported student/ was taken at (summary.json of the run that exported it)."""
+    try:
+        return int(json.loads((out / "summary.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     """Run (or continue) a distillation. resume: 'auto' (continue from the latest checkpoint if any),
     'require' (error without one), 'never' (delete earlier checkpoints/logs and start over)."""
@@ -376,7 +384,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     if resume == "never" and out.exists():
         for sub in ("checkpoints", "dvclive", "samples", "student"):
             shutil.rmtree(out / sub, ignore_errors=True)
-    ckpt = latest_checkpoint(out)
+    ckpt = latest_checkpoint(out, max_step=settings["steps"])
     if resume == "require" and ckpt is None:
         raise CheckpointError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
     changed = changed_settings(ckpt, settings) if ckpt is not None else []
@@ -421,13 +429,14 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
                 grid = sample_images(run, s["sample_prompts"])
                 save_sample_grid(acc, grid, out / "samples" / f"step_{done:07d}.png", done)
             bar.update(1)
-        if start < s["steps"] or not (out / "student").exists():
+        exported = start < s["steps"] or not (out / "student").exists() or _exported_step(out) != s["steps"]
+        if exported:
             export_final_student(run)
-        if acc.is_main_process and times:
+        if acc.is_main_process and (times or exported):
+            s_per_iter = float(np.mean(times[min(len(times) - 1, 5):])) if times else float("nan")
             (out / "summary.json").write_text(json.dumps({
                 "steps": s["steps"], "resumed_from": start, "world_size": acc.num_processes,
-                "s_per_iter": float(np.mean(times[min(len(times) - 1, 5):])),
-                "fake_score_loss_std": run.fake_losses.std}, indent=2))
+                "s_per_iter": s_per_iter, "fake_score_loss_std": run.fake_losses.std}, indent=2))
     finally:
         bar.close()
         for tracker in acc.trackers:  # not end_training(): that also destroys the process group
