@@ -1,0 +1,226 @@
+"""`report` stage: one tidy results table, the paper-style ablation table and the benchmark tables.
+
+    python -m dashboards.report [--params params.yaml] [--results results] [--out results]
+
+Reads, for the teacher and every variant in params.yaml `variants`:
+  results/metrics/<v>/metrics.json (+ metrics.meta.json: skipped reasons, image counts)
+  results/geneval/<v>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
+  results/compbench/<v>/summary.json   {"compbench_<category>": x}
+and writes
+  results/summary.csv    long format: variant,family,metric,value,n_images,reason,seed,revision
+                         (one row per variant x metric; empty value + reason when a metric did not run)
+  results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
+  results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
+A source that is missing for a variant gives its rows with reason "not run" (never a crash). The
+teacher is the FID-T reference, so it only has benchmark rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from configs.params import load_params
+
+# DESIGN.md metric names of the metrics stage, in table order
+METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+           "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
+GENEVAL_TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
+GENEVAL = ["geneval_overall"] + [f"geneval_{t}" for t in GENEVAL_TASKS]
+COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "complex"]
+COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
+LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
+COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision"]
+
+# paper-style labels (Tab. 2 rows); other variant names are shown as they are
+VARIANT_LABELS = {"teacher": "Teacher", "full": "Ours (full)", "wo_isg": "w/o ISG", "wo_ida": "w/o IDA",
+                  "wo_both": "w/o ISG, w/o IDA", "wo_vfm": "w/o VFM (DMD2-like)"}
+ABLATION_COLUMNS = [("fid_t", "FID-T"), ("patch_fid_t", "Patch FID-T"), ("clip_score", "CLIP"), ("hpsv2", "HPSv2"),
+                    ("pickscore", "Pick"), ("imagereward", "IR"), ("aesv2", "AESv2"),
+                    ("geneval_overall", "GenEval"), ("lpips_diversity", "LPIPS-div"),
+                    ("clip_diversity", "CLIP-div")]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def metric_rows(results: Path, variant: str) -> list[dict]:
+    """Rows of the metrics stage for one variant (every DESIGN.md metric, skipped ones with reason)."""
+    values = _read_json(results / "metrics" / variant / "metrics.json")
+    if values is None:
+        return [{"metric": m, "value": None, "n_images": None, "reason": "not run"} for m in METRICS]
+    meta = _read_json(results / "metrics" / variant / "metrics.meta.json") or {}
+    skipped, counts = meta.get("skipped") or {}, meta.get("n_images") or {}
+    counts = counts if isinstance(counts, dict) else {m: counts for m in values}
+    rows = []
+    for m in METRICS + sorted(set(values) - set(METRICS)):
+        v = _number(values.get(m))
+        reason = "" if v is not None else str(skipped.get(m) or ("not computed" if m in values else "not run"))
+        rows.append({"metric": m, "value": v, "n_images": counts.get(m), "reason": reason})
+    return rows
+
+
+def summary_rows(path: Path, names: list[str]) -> list[dict]:
+    """Rows of a benchmark summary.json (GenEval / CompBench)."""
+    data = _read_json(path)
+    if data is None:
+        return [{"metric": m, "value": None, "n_images": None, "reason": "not run"} for m in names]
+    n = data.get("n_images")
+    rows = []
+    for m in names + sorted(k for k in data if k not in names and k.startswith(names[0].split("_")[0] + "_")):
+        v = _number(data.get(m))
+        rows.append({"metric": m, "value": v, "n_images": n, "reason": "" if v is not None else "not computed"})
+    return rows
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def results_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
+    """The long table: teacher (benchmarks only, where present) then every variant."""
+    family = (params.get("train") or {}).get("family") or "unknown"
+    seed = (params.get("eval") or {}).get("seed", params.get("seed"))
+    revision = revision or git_revision()
+    rows = []
+    for variant in ["teacher"] + list(params.get("variants") or {}):
+        parts = []
+        if variant != "teacher":
+            parts += metric_rows(results, variant)
+        for name, names in (("geneval", GENEVAL), ("compbench", COMPBENCH)):
+            got = summary_rows(results / name / variant / "summary.json", names)
+            if variant == "teacher" and all(r["reason"] == "not run" for r in got):
+                continue
+            parts += got
+        rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision} for r in parts]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def best_by_metric(table: pd.DataFrame, variants: list[str]) -> dict[str, float]:
+    """Best value per metric over `variants` (min for distances, max otherwise)."""
+    best = {}
+    sub = table[table.variant.isin(variants) & table.value.notna()]
+    for metric, g in sub.groupby("metric"):
+        best[metric] = g.value.min() if metric in LOWER_IS_BETTER else g.value.max()
+    return best
+
+
+def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple[str, str]]) -> str:
+    best = best_by_metric(table, [v for v in variants if v != "teacher"])
+    lookup = {(r.variant, r.metric): r.value for r in table.itertuples()}
+    lines = ["| Method | " + " | ".join(label for _, label in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for v in variants:
+        cells = []
+        for metric, _ in columns:
+            value = lookup.get((v, metric))
+            value = None if value is None or pd.isna(value) else float(value)
+            text = _fmt(value)
+            if value is not None and v != "teacher" and metric in best and value == best[metric]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def skipped_notes(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    sub = table[table.metric.isin(metrics) & table.value.isna()]
+    notes = []
+    for (metric, reason), g in sub.groupby(["metric", "reason"], sort=True):
+        notes.append(f"- `{metric}` ({', '.join(sorted(g.variant))}): {reason}")
+    return notes
+
+
+def ablation_markdown(table: pd.DataFrame, variants: list[str]) -> str:
+    """Tab. 2 shape. Where Inception FID-T did not run but the ToyWorld-feature FD did, that FD is
+    shown in the FID-T column under its own name (it is not FID)."""
+    columns = list(ABLATION_COLUMNS)
+    fid_ran = table[(table.metric == "fid_t") & table.value.notna()].shape[0] > 0
+    toy_ran = table[(table.metric == "fd_t_toyworld") & table.value.notna()].shape[0] > 0
+    note = []
+    if not fid_ran and toy_ran:
+        columns[0] = ("fd_t_toyworld", "FD-T (ToyWorld features)")
+        note = ["FD-T (ToyWorld features) is a Fréchet distance to the teacher's samples in the toy encoder's "
+                "feature space (`fd_t_toyworld`), shown where the paper has FID-T because Inception weights "
+                "are not available here; it is not FID and not comparable with published FID-T values."]
+    shown = [v for v in variants if v != "teacher"]
+    body = [
+        "# Ablation (paper Tab. 2 shape)", "",
+        f"Family: {table.family.iloc[0] if len(table) else 'unknown'}; revision {table.revision.iloc[0] if len(table) else 'unknown'}. "
+        "Best value per column in bold (lower is better for FID/FD, higher for the rest).", "",
+        markdown_table(table, shown, columns), "",
+    ]
+    body += note + ([""] if note else [])
+    notes = skipped_notes(table[table.variant.isin(shown)], [m for m, _ in columns])
+    if notes:
+        body += ["Not reported (—):", *notes, ""]
+    return "\n".join(body)
+
+
+def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
+    ge = [(m, m.removeprefix("geneval_")) for m in GENEVAL]
+    cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
+    present = [v for v in ["teacher"] + variants if v in set(table.variant)]
+    body = ["# Benchmarks", "", "## GenEval (per task, image-level accuracy; overall = mean of tasks)", "",
+            markdown_table(table, present, ge), "", "## T2I-CompBench (per category)", "",
+            markdown_table(table, present, cb), ""]
+    notes = skipped_notes(table, [m for m, _ in ge + cb])
+    if notes:
+        body += ["Not reported (—):", *notes, ""]
+    return "\n".join(body)
+
+
+def write_report(params_path: str | Path, results: str | Path, out: str | Path,
+                 revision: str | None = None) -> pd.DataFrame:
+    params = load_params(params_path)
+    results, out = Path(results), Path(out)
+    table = results_table(params, results, revision)
+    variants = list(params.get("variants") or {})
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "ablation.md").write_text(ablation_markdown(table, variants))
+    (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
+    return table
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    table = write_report(args.params, args.results, args.out)
+    ran = table.value.notna().sum()
+    print(f"report: {len(table)} rows ({ran} with values) -> {args.out}/summary.csv, ablation.md, benchmarks.md")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""`report` stage on a synthetic results tree: one row per variant x metric, skipped reasons kept,
+missing variants reported as "not run", best values bolded in the right direction."""
+import json
+
+import pandas as pd
+import yaml
+
+from dashboards.report import COMPBENCH, GENEVAL, METRICS, main
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def synthetic_tree(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": 0, "train": {"family": "toy"}, "eval": {"seed": 3},
+                                      "variants": {"full": {}, "wo_isg": {"isg": False}, "wo_ida": {"ida": False}}}))
+    res = tmp_path / "results"
+    for v, fd, clip in (("full", 5.0, 30.0), ("wo_isg", 7.0, 31.0)):
+        values = {m: None for m in METRICS}
+        values.update(fd_t_toyworld=fd, clip_score=clip, clip_diversity=0.2)
+        write(res / "metrics" / v / "metrics.json", values)
+        write(res / "metrics" / v / "metrics.meta.json", {
+            "skipped": {m: f"no weights for {m}" for m in METRICS if values[m] is None},
+            "n_images": {m: 96 for m in METRICS}})
+        write(res / "geneval" / v / "summary.json", {m: 0.5 + (v == "full") * 0.1 for m in GENEVAL})
+    write(res / "geneval" / "teacher" / "summary.json", {m: 0.7 for m in GENEVAL})
+    write(res / "compbench" / "full" / "summary.json", {m: 0.4 for m in COMPBENCH})
+    return params, res
+
+
+def test_long_table_has_every_variant_and_metric(tmp_path):
+    params, res = synthetic_tree(tmp_path)
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert list(table.columns)[:5] == ["variant", "family", "metric", "value", "n_images"]
+    for v in ("full", "wo_isg", "wo_ida"):
+        got = set(table[table.variant == v].metric)
+        assert set(METRICS) | set(GENEVAL) | set(COMPBENCH) <= got
+        assert not table[table.variant == v].duplicated("metric").any()
+    row = table[(table.variant == "full") & (table.metric == "hpsv2")].iloc[0]
+    assert pd.isna(row.value) and row.reason == "no weights for hpsv2"
+    row = table[(table.variant == "full") & (table.metric == "fd_t_toyworld")].iloc[0]
+    assert row.value == 5.0 and row.n_images == 96 and row.seed == 3 and row.family == "toy"
+    assert set(table[table.variant == "wo_ida"].reason) == {"not run"}
+    assert set(table[(table.variant == "wo_isg") & table.metric.isin(COMPBENCH)].reason) == {"not run"}
+    teacher = table[table.variant == "teacher"]
+    assert set(teacher.metric) == set(GENEVAL)  # the teacher only has the benchmark rows it ran
+
+
+def test_ablation_marks_best_in_the_right_direction(tmp_path):
+    params, res = synthetic_tree(tmp_path)
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    assert "FD-T (ToyWorld features)" in rows["Method"]
+    assert "**5.0000**" in rows["Ours (full)"] and "7.0000" in rows["w/o ISG"] and "**7" not in rows["w/o ISG"]
+    assert "**31.00**" in rows["w/o ISG"]  # CLIP: higher is better
+    assert "`hpsv2`" in md and "no weights for hpsv2" in md and "not run" in md
+    bench = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "| Teacher |" in bench and "single_object" in bench
+
+
+def test_empty_results_do_not_crash(tmp_path):
+    params, _ = synthetic_tree(tmp_path)
+    table = main(["--params", str(params), "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+    assert table.value.notna().sum() == 0 and set(table.reason) == {"not run"}
+    assert (tmp_path / "out" / "ablation.md").read_text().startswith("# Ablation")
