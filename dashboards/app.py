@@ -1,0 +1,96 @@
+"""SenseFlow workbench dashboard.
+
+    streamlit run dashboards/app.py          # http://localhost:8501 (.streamlit/config.toml binds localhost)
+
+Reads results/ (the `report` stage's summary.csv, or the per-stage JSONs), runs/distill/<v>/dvclive
+and `dvc exp show`; locations can be changed with SENSEFLOW_RESULTS / SENSEFLOW_RUNS / SENSEFLOW_PARAMS
+(dashboards/results.py). Every section degrades to a message when its inputs are missing.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only dashboards/ on the path
+
+from dashboards import results as R  # noqa: E402
+
+st.set_page_config(page_title="SenseFlow workbench", layout="wide")
+st.title("SenseFlow workbench")
+loc = R.Locations.from_env()
+table = R.load_table(loc)
+order = R.variant_order(loc, table)
+
+if table.empty:
+    st.info(f"No results yet in `{loc.results}/`. Run `dvc repro` (the default ToyWorld pipeline) and reload; "
+            "the table fills in as the metrics, geneval, compbench and report stages finish.")
+else:
+    st.caption(f"Family: {table['family'].iloc[0] if 'family' in table else 'unknown'} · "
+               f"revision: {table['revision'].iloc[0] if 'revision' in table else 'unknown'} · results: `{loc.results}`")
+
+    st.header("Variant × metric")
+    wide = R.wide_table(table, order)
+    best = R.best_cells(table)
+
+    def mark_best(col: pd.Series) -> list[str]:
+        target = best.get(col.name)
+        return ["font-weight: bold; background-color: #d4f4dd" if target is not None and v == target and idx != "teacher"
+                else "" for idx, v in col.items()]
+
+    st.dataframe(wide.style.apply(mark_best, axis=0).format(precision=4, na_rep="—"), width="stretch")
+    st.caption("Best distilled variant per metric highlighted (lower is better for "
+               + ", ".join(sorted(R.LOWER_IS_BETTER)) + "; higher for the rest).")
+    gaps = R.skipped(table)
+    if not gaps.empty:
+        with st.expander(f"Metrics without a value ({len(gaps)})", expanded=False):
+            st.dataframe(gaps, hide_index=True, width="stretch")
+    st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), file_name="summary.csv",
+                       mime="text/csv")
+
+    st.header("Ablation (paper Tab. 2 shape)")
+    st.markdown(R.ablation(loc, table))
+
+    st.header("GenEval and T2I-CompBench")
+    cols = st.columns(2)
+    for col, (title, frame) in zip(cols, (("GenEval per task", R.geneval_frame(table)),
+                                          ("T2I-CompBench per category", R.compbench_frame(table)))):
+        with col:
+            st.subheader(title)
+            if frame.empty:
+                st.info("No scores yet (the geneval / compbench stages have not run).")
+            else:
+                st.bar_chart(frame, x="category", y="value", color="variant", stack=False)
+
+st.header("Training curves")
+curves = R.load_curves(loc)
+if curves.empty:
+    st.info(f"No dvclive logs under `{loc.runs}/` yet (the distill stage writes <variant>/dvclive).")
+else:
+    available = [m for m in R.CURVES if m in set(curves.metric)] + sorted(set(curves.metric) - set(R.CURVES))
+    metric = st.selectbox("Curve", available, index=0)
+    chosen = curves[curves.metric == metric].pivot_table(index="step", columns="variant", values="value")
+    st.line_chart(chosen)
+
+st.header("Samples: one prompt across teacher and variants")
+prompts = R.sample_prompts(loc)
+if not prompts:
+    st.info(f"No generated samples under `{loc.results}/samples/` yet (the generate stages write them).")
+else:
+    index = st.selectbox("Prompt", list(prompts), format_func=lambda i: f"{i}: {prompts[i]}")
+    images = R.sample_images(loc, index, order)
+    for name, paths in images.items():
+        st.markdown(f"**{R.label(name)}**")
+        st.image([str(p) for p in paths[:8]], width=96)
+
+st.header("DVC experiments")
+experiments, message = R.dvc_experiments(loc.repo)
+if message:
+    st.info(message)
+if not experiments.empty:
+    metric_cols = [c for c in experiments.columns if c.startswith("metrics:")]
+    param_cols = [c for c in experiments.columns if c.startswith("params:") and ".train." in c]
+    st.dataframe(experiments[["experiment", "rev", "baseline"] + param_cols + metric_cols], hide_index=True,
+                 width="stretch")

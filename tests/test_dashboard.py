@@ -1,0 +1,76 @@
+"""The Streamlit dashboard through Streamlit's AppTest: a synthetic results tree renders the table
+(best marked), the ablation table, the benchmark bars, curves, sample grids and a CSV download; an
+empty tree shows messages instead of a traceback."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dashboards import results as R
+from dashboards.report import main as report_main
+from tests.test_report import synthetic_tree
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+
+
+def full_tree(tmp_path):
+    params, res = synthetic_tree(tmp_path)
+    report_main(["--params", str(params), "--results", str(res), "--out", str(res)])
+    runs = tmp_path / "runs"
+    for v, scale in (("full", 1.0), ("wo_isg", 2.0)):
+        d = runs / v / "dvclive" / "plots" / "metrics"
+        d.mkdir(parents=True)
+        (d / "loss_fake_score.tsv").write_text("step\tloss_fake_score\n" + "".join(
+            f"{s}\t{scale * 0.1 / s}\n" for s in (10, 20, 30)))
+    for name in ("teacher", "full"):
+        folder = res / "samples" / name / "0"
+        folder.mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)).save(folder / f"{k}.png")
+        (res / "samples" / name / "samples.jsonl").write_text(
+            '{"prompt_index": 0, "k": 0, "prompt": "a photo of a red circle", "seed": 0}\n')
+    return params, res, runs
+
+
+def run_app(monkeypatch, tmp_path, params, res, runs):
+    monkeypatch.setenv("SENSEFLOW_RESULTS", str(res))
+    monkeypatch.setenv("SENSEFLOW_RUNS", str(runs))
+    monkeypatch.setenv("SENSEFLOW_PARAMS", str(params))
+    monkeypatch.setenv("SENSEFLOW_DVC_REPO", str(tmp_path))  # not a DVC repo: a message, quickly
+    at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=60)
+    return at.run()
+
+
+def test_dashboard_renders_a_results_tree(monkeypatch, tmp_path):
+    params, res, runs = full_tree(tmp_path)
+    at = run_app(monkeypatch, tmp_path, params, res, runs)
+    assert not at.exception
+    frames = at.dataframe
+    assert frames, "no table rendered"
+    wide = frames[0].value
+    assert {"full", "wo_isg", "wo_ida"} <= set(wide.index) and "fd_t_toyworld" in wide.columns
+    assert wide.loc["full", "fd_t_toyworld"] == 5.0
+    md = "\n".join(m.value for m in at.markdown)
+    assert "FD-T (ToyWorld features)" in md and "**5.0000**" in md
+    assert [s.label for s in at.selectbox] == ["Curve", "Prompt"]
+    assert any("DVC" in i.value or "dvc" in i.value for i in at.info)
+    assert len(at.get("download_button")) == 1 and len(at.get("vega_lite_chart")) >= 2
+
+
+def test_best_cells_follow_metric_direction(tmp_path):
+    params, res, runs = full_tree(tmp_path)
+    table = R.load_table(R.Locations(res, runs, params))
+    best = R.best_cells(table)
+    assert best["fd_t_toyworld"] == 5.0 and best["clip_score"] == 31.0
+    assert R.load_curves(R.Locations(res, runs, params)).groupby("variant").size().to_dict() == {"full": 3, "wo_isg": 3}
+    assert list(R.sample_images(R.Locations(res, runs, params), 0, ["teacher", "full"])) == ["teacher", "full"]
+
+
+def test_empty_results_show_messages_not_tracebacks(monkeypatch, tmp_path):
+    params, _ = synthetic_tree(tmp_path)
+    at = run_app(monkeypatch, tmp_path, params, tmp_path / "empty", tmp_path / "no_runs")
+    assert not at.exception
+    text = " ".join(i.value for i in at.info)
+    assert "No results yet" in text and "No dvclive logs" in text and "No generated samples" in text
