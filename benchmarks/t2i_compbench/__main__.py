@@ -1,0 +1,55 @@
+"""`compbench` stage: T2I-CompBench for a teacher or a distilled student.
+
+    python -m benchmarks.t2i_compbench [--params params.yaml] --family toy --teacher models/toy/teacher
+                                       [--student runs/distill/<v>/student] --out results/compbench/<v>
+
+Settings: params.yaml `benchmarks.compbench` (keys: benchmarks/t2i_compbench/run.py DEFAULTS);
+model paths of the official edition: params.yaml `models` (compbench_blip_vqa, compbench_detector,
+clip_vit_b32, compbench_spacy). Without --student the teacher samples at its own steps and CFG.
+"""
+from __future__ import annotations
+
+import argparse
+
+from benchmarks.t2i_compbench.run import DEFAULTS, run_compbench
+from configs.params import ParamsError, load_params
+from evaluate.sampling import load_generator
+
+
+def compbench_settings(params: dict) -> dict:
+    got = (params.get("benchmarks") or {}).get("compbench") or {}
+    unknown = sorted(set(got) - set(DEFAULTS))
+    if unknown:
+        raise ParamsError(f"unknown key(s) {unknown} in params benchmarks.compbench; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **got}
+    if cfg["edition"] not in ("toy", "official"):
+        raise ParamsError(f"benchmarks.compbench.edition must be 'toy' or 'official', got {cfg['edition']!r}")
+    return cfg
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--family", default="toy")
+    ap.add_argument("--teacher", default="models/toy/teacher")
+    ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    cfg = compbench_settings(params)
+    if cfg["edition"] == "toy" and args.family != "toy":
+        raise ParamsError("the toy edition of T2I-CompBench is graded by the ToyWorld oracle; set "
+                          "benchmarks.compbench.edition: official for a real family")
+    if args.student:
+        gen = load_generator(args.family, args.teacher, args.student, steps=cfg["student_steps"],
+                             sampler=cfg["student_sampler"], guidance_scale=cfg["student_guidance"])
+    else:
+        gen = load_generator(args.family, args.teacher, steps=cfg["teacher_steps"], sampler="euler",
+                             guidance_scale=cfg["teacher_guidance"])
+    summary = run_compbench(gen, cfg, args.out, params.get("models") or {}, gen.describe())
+    print(" ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("compbench_")))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The models behind T2I-CompBench's scores, behind one interface, so the same scoring code
+(benchmarks/t2i_compbench/scoring.py) runs with the official models or with the ToyWorld oracle.
+
+A judge answers four questions about an image of a prompt:
+  attribute_probabilities  yes-probability per noun phrase (BLIP-VQA's "<noun phrase>?")
+  spatial_detections       (obj1, obj2) chosen detections (box in the 479-px detector frame, score)
+  action_score             non-spatial score (CLIP cosine officially)
+  (the complex category combines the three with the 3-in-1 rule)
+
+`OracleJudge` (toy edition): noun phrases are the grammar's objects; the oracle's detections answer
+"is there a <colour> <texture> <shape>?" with probability 1 or 0; its boxes (scaled to the 479-px
+frame) and scores feed the official spatial rule; the non-spatial relation "X the same color as
+Y" is scored 1 when both objects are detected with the same colour, else 0 (the toy CLIP cannot
+judge colour equality reliably, see results/encoders/encoders.json; this replaces the CLIP cosine).
+
+`OfficialJudge` (real runs): BLIP-VQA (transformers BlipForQuestionAnswering from
+`models.compbench_blip_vqa`, the HF conversion of Salesforce's model_base_vqa_capfilt_large), an
+object detector from `models.compbench_detector` (any transformers AutoModelForObjectDetection;
+the official UniDet RS200 with its 722 classes has no transformers port: class vocabulary and
+boxes differ, so spatial numbers are not identical to the official ones), CLIP ViT-B/32 from
+`models.clip_vit_b32`, and spaCy `en_core_web_sm` (`models.compbench_spacy`, a local package or
+folder) for noun chunks and nouns exactly as the official scripts parse prompts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.t2i_compbench.scoring import (DETECTOR_FRAME, Box, canonical_object, first_detection,
+                                              yes_probability)
+from toyworld.oracle import detect
+from toyworld.world import PromptSpec, Requirement
+
+NOUN_PHRASE_SKIP = {"top", "the side", "the left", "the right"}   # BLIP_vqa.py
+COMPLEX_PREPOSITIONS = ["on top of", "on bottom of", "on the left", "on the right", "next to", "on side of", "near"]
+
+
+class MissingModel(FileNotFoundError):
+    """A model the official edition needs is not on disk."""
+
+
+# ---- toy edition ---------------------------------------------------------------------------------
+def _matches(det, req: Requirement) -> bool:
+    return (det.shape == req.shape and (req.color is None or det.color == req.color)
+            and (req.texture is None or det.texture == req.texture))
+
+
+class OracleJudge:
+    """ToyWorld oracle answers (needs the prompt's grammar spec)."""
+
+    name = "ToyWorld oracle"
+
+    def _spec(self, spec: PromptSpec | None) -> PromptSpec:
+        if spec is None:
+            raise ValueError("the oracle judge needs the ToyWorld prompt spec (toy edition prompts only)")
+        return spec
+
+    def attribute_probabilities(self, image: np.ndarray, prompt: str, spec: PromptSpec | None) -> list[float]:
+        dets = detect(image)
+        return [1.0 if any(_matches(d, r) for d in dets) else 0.0 for r in self._spec(spec).include]
+
+    def spatial_detections(self, image: np.ndarray, prompt: str, spec: PromptSpec | None, complex_prompt: bool):
+        spec = self._spec(spec)
+        placed = next((r for r in spec.include if r.position), None)
+        if placed is None:
+            return None, None
+        other = spec.include[placed.position[1]]
+        scale = DETECTOR_FRAME / min(image.shape[0], image.shape[1])
+        dets = sorted(detect(image), key=lambda d: -d.score)
+        listed = [(d.shape, Box(*map(float, d.box)).scaled(scale), float(d.score)) for d in dets]
+        return first_detection(listed, placed.shape), first_detection(listed, other.shape)
+
+    def action_score(self, image: np.ndarray, prompt: str, spec: PromptSpec | None, complex_prompt: bool) -> float:
+        spec = self._spec(spec)
+        if not spec.same_color:
+            raise ValueError(f"toy non-spatial prompts are 'X the same color as Y'; got {prompt!r}")
+        a, b = spec.include[0].shape, spec.include[1].shape
+        dets = detect(image)
+        colors_a, colors_b = {d.color for d in dets if d.shape == a}, {d.color for d in dets if d.shape == b}
+        return 1.0 if colors_a & colors_b else 0.0
+
+
+# ---- official edition ----------------------------------------------------------------------------
+def require_model(path: str | Path | None, what: str, source: str) -> Path:
+    if not path or not Path(path).exists():
+        raise MissingModel(f"T2I-CompBench needs {what} at a local path (params.yaml models): {str(path)!r} is "
+                           f"missing. Get it from {source} and set the path.")
+    return Path(path)
+
+
+def load_spacy(path: str | Path | None):
+    """spaCy's en_core_web_sm from a local path (a pip-installed package name also works)."""
+    try:
+        import spacy
+    except ImportError:
+        raise MissingModel("T2I-CompBench parses prompts with spaCy (`pip install spacy`, plus the "
+                           "en_core_web_sm model package) exactly as the official scripts do") from None
+    target = str(path or "en_core_web_sm")
+    try:
+        return spacy.load(target)
+    except OSError:
+        raise MissingModel(f"spaCy model {target!r} not found; install en_core_web_sm from a local wheel or set "
+                           f"models.compbench_spacy to its folder") from None
+
+
+class OfficialJudge:
+    """BLIP-VQA + detector + CLIP ViT-B/32 + spaCy, each from a local path."""
+
+    name = "official models"
+
+    def __init__(self, models: dict, device: str = "cpu"):
+        from transformers import (AutoImageProcessor, AutoModelForObjectDetection, AutoProcessor,
+                                  BlipForQuestionAnswering, CLIPModel, CLIPProcessor)
+
+        blip = require_model(models.get("compbench_blip_vqa"), "BLIP-VQA (BlipForQuestionAnswering)",
+                             "https://huggingface.co/Salesforce/blip-vqa-capfilt-large")
+        det = require_model(models.get("compbench_detector"), "an object detector (AutoModelForObjectDetection)",
+                            "e.g. https://huggingface.co/facebook/detr-resnet-50 (official: UniDet RS200)")
+        clip = require_model(models.get("clip_vit_b32"), "CLIP ViT-B/32",
+                             "https://huggingface.co/openai/clip-vit-base-patch32")
+        self.nlp = load_spacy(models.get("compbench_spacy"))
+        self.device = device
+        self.blip = BlipForQuestionAnswering.from_pretrained(blip).to(device).eval()
+        self.blip_processor = AutoProcessor.from_pretrained(blip)
+        self.detector = AutoModelForObjectDetection.from_pretrained(det).to(device).eval()
+        self.detector_processor = AutoImageProcessor.from_pretrained(det)
+        self.clip = CLIPModel.from_pretrained(clip).to(device).eval()
+        self.clip_processor = CLIPProcessor.from_pretrained(clip)
+        tok = self.blip_processor.tokenizer
+        self.yes_id, self.no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+        self.enc_id = tok.convert_tokens_to_ids("[ENC]") if "[ENC]" in tok.get_vocab() else None
+        self.bos_id = self.blip.config.text_config.bos_token_id
+
+    # BLIP-VQA ------------------------------------------------------------------------------------
+    def noun_phrases(self, prompt: str) -> list[str]:
+        return [c.text for c in self.nlp(prompt).noun_chunks if c.text not in NOUN_PHRASE_SKIP]
+
+    @torch.no_grad()
+    def attribute_probabilities(self, image: np.ndarray, prompt: str, spec=None) -> list[float]:
+        questions = [f"{p}?" for p in self.noun_phrases(prompt)]
+        if not questions:
+            return []
+        # official transform: 480x480 bicubic resize (no crop), CLIP mean/std
+        pil = Image.fromarray(image).convert("RGB").resize((480, 480), Image.BICUBIC)
+        pixels = self.blip_processor.image_processor(pil, do_resize=False, return_tensors="pt").pixel_values
+        pixels = pixels.to(self.device).expand(len(questions), -1, -1, -1)
+        cleaned = [q.lower().translate(str.maketrans("", "", '.!"()*#:;~')) for q in questions]
+        tok = self.blip_processor.tokenizer(cleaned, padding="longest", truncation=True, max_length=35,
+                                            return_tensors="pt").to(self.device)
+        ids = tok.input_ids.clone()
+        if self.enc_id is not None:
+            ids[:, 0] = self.enc_id  # the original BLIP replaces [CLS] with [ENC] for the question encoder
+        image_embeds = self.blip.vision_model(pixel_values=pixels).last_hidden_state
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        question = self.blip.text_encoder(input_ids=ids, attention_mask=tok.attention_mask,
+                                          encoder_hidden_states=image_embeds,
+                                          encoder_attention_mask=image_mask).last_hidden_state
+        start = torch.full((len(questions), 1), self.bos_id, dtype=torch.long, device=self.device)
+        logits = self.blip.text_decoder(input_ids=start, encoder_hidden_states=question,
+                                        encoder_attention_mask=tok.attention_mask).logits[:, 0, :]
+        probs = logits.float().softmax(-1)
+        return [yes_probability(float(p[self.yes_id]), float(p[self.no_id])) for p in probs]
+
+    # detector ------------------------------------------------------------------------------------
+    def spatial_objects(self, prompt: str, complex_prompt: bool) -> tuple[str | None, str | None]:
+        doc = self.nlp(prompt)
+        if not complex_prompt:
+            nouns = [t.text for t in doc if t.pos_ == "NOUN"]
+            return (nouns[0], nouns[-1]) if nouns else (None, None)
+        objects = []
+        for i in range(len(doc)):
+            k = next((n for n in (3, 2, 1) if doc[i:i + n].text in COMPLEX_PREPOSITIONS), None)
+            if k is None:
+                continue
+            for j in range(i - 1, -1, -1):
+                if doc[j].pos_ in ("NOUN", "PROPN"):
+                    objects.append(doc[j].text)
+                    break
+            found = False
+            for j in range(i + k, len(doc)):
+                if doc[j].pos_ == "NOUN":
+                    objects.append(doc[j].text)
+                    found = True
+                    break
+            if not found:
+                for j in range(i + k, len(doc)):
+                    if j + 1 < len(doc) and doc[j].pos_ == "PROPN" and doc[j + 1].pos_ != "PROPN":
+                        objects.append(doc[j].text)
+                        break
+        return (objects[0], objects[1]) if len(objects) == 2 else (None, None)
+
+    @torch.no_grad()
+    def detections(self, image: np.ndarray) -> list[tuple[str, Box, float]]:
+        """(class name, box in the 479-px frame, score), descending score, threshold 0.5."""
+        pil = Image.fromarray(image).convert("RGB")
+        scale = DETECTOR_FRAME / min(pil.size)
+        size = (round(pil.width * scale), round(pil.height * scale))
+        pil = pil.resize(size, Image.BILINEAR)
+        inputs = self.detector_processor(images=pil, return_tensors="pt").to(self.device)
+        out = self.detector(**inputs)
+        res = self.detector_processor.post_process_object_detection(
+            out, threshold=0.5, target_sizes=torch.tensor([[pil.height, pil.width]]))[0]
+        names = self.detector.config.id2label
+        order = res["scores"].argsort(descending=True)
+        return [(names[int(res["labels"][i])], Box(*map(float, res["boxes"][i].tolist())), float(res["scores"][i]))
+                for i in order]
+
+    def spatial_detections(self, image: np.ndarray, prompt: str, spec=None, complex_prompt: bool = False):
+        obj1, obj2 = (canonical_object(o) for o in self.spatial_objects(prompt, complex_prompt))
+        dets = self.detections(image)
+        return first_detection(dets, obj1), first_detection(dets, obj2)
+
+    # CLIP ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def action_score(self, image: np.ndarray, prompt: str, spec=None, complex_prompt: bool = False) -> float:
+        if complex_prompt:  # the official --complex run drops adjectives
+            prompt = " ".join(t.text for t in self.nlp(prompt) if t.pos_ != "ADJ")
+        inputs = self.clip_processor(text=[prompt], images=Image.fromarray(image).convert("RGB"),
+                                     return_tensors="pt", padding=True).to(self.device)
+        img = self.clip.get_image_features(pixel_values=inputs.pixel_values)
+        txt = self.clip.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask)
+        img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+        return float((img * txt).sum())
+
+
+__all__ = ["MissingModel", "OracleJudge", "OfficialJudge", "require_model", "load_spacy"]
