@@ -137,7 +137,7 @@ def test_cli_end_to_end_on_the_toy_teacher(tmp_path):
     assert set(k for k in summary if k.startswith("compbench_")) == {f"compbench_{c}" for c in CATEGORIES}
     assert all(0.0 <= summary[f"compbench_{c}"] <= 1.0 for c in CATEGORIES)
     assert len(list((out / "images").glob("*/samples/*_000000.png"))) == 6
-    rows = json.loads((out / "spatial" / "vqa_result.json").read_text())
+    rows = json.loads((out / "scores" / "spatial" / "vqa_result.json").read_text())
     assert rows[0]["question_id"] == 0
     assert (out / "per_prompt.csv").read_text().startswith("category,prompt,images,score")
     before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}

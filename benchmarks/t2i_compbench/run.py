@@ -3,7 +3,7 @@
 Layout under --out (DVC declares images/ as an out and summary.json as a metric):
   images/<category>/samples/<prompt>_<NNNNNN>.png   the official naming (running counter per category)
   images/generation.json                            the generation settings (resume check)
-  <category>/vqa_result.json                        official per-image answers [{"question_id", "answer"}]
+  scores/<category>/vqa_result.json                 official per-image answers [{"question_id", "answer"}]
   per_prompt.csv                                    category, prompt, images, mean score
   summary.json                                      {"compbench_<category>": score, ...} + edition, judge, counts
 Per-image seeds: `seed + counter` (the official generation seeds 42 and counts up).
@@ -129,8 +129,8 @@ def run_compbench(gen, cfg: dict, out: Path, models: dict, generator_info: dict)
     answers, frame = score_images(judge, plan, out / "images", cfg["edition"])
     summary = {f"compbench_{cat}": category_score([a["answer"] for a in answers[cat]]) for cat in cfg["categories"]}
     for cat, rows in answers.items():
-        (out / cat).mkdir(parents=True, exist_ok=True)
-        (out / cat / "vqa_result.json").write_text(json.dumps(rows))
+        (out / "scores" / cat).mkdir(parents=True, exist_ok=True)
+        (out / "scores" / cat / "vqa_result.json").write_text(json.dumps(rows))
     per_prompt = frame.groupby(["category", "prompt"], sort=False).agg(images=("score", "size"),
                                                                         score=("score", "mean")).reset_index()
     per_prompt.to_csv(out / "per_prompt.csv", index=False)
