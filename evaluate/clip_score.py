@@ -1,0 +1,59 @@
+"""CLIP score with torchmetrics' convention (torchmetrics.multimodal.CLIPScore): the processor's
+default preprocessing, projected image and text features L2-normalised, per-image 100 * cosine,
+mean over images, then max(mean, 0). torchmetrics 1.9 cannot call transformers 5's
+`get_*_features` (they return output objects) and only loads hub names, so the same steps run here
+on a local CLIPModel folder: ViT-B/32 (`models.clip_vit_b32`) as in the paper, the toy CLIP on
+ToyWorld. Also the L2-normalised image features used by CLIP-diversity."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _pooled(out) -> torch.Tensor:
+    return out if torch.is_tensor(out) else out.pooler_output
+
+
+class ClipScorer:
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.model = CLIPModel.from_pretrained(str(path)).to(device).eval()
+        self.processor = CLIPProcessor.from_pretrained(str(path))
+        self.device = device
+        self.max_positions = self.model.config.text_config.max_position_embeddings
+
+    @torch.no_grad()
+    def image_features(self, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+        """(N, D) L2-normalised image features of (N, H, W, 3) uint8 images."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            chunk = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images[i:i + batch_size]]
+            px = self.processor(images=chunk, return_tensors="pt", padding=True)["pixel_values"]
+            f = _pooled(self.model.get_image_features(pixel_values=px.to(self.device))).float()
+            out.append(f / f.norm(p=2, dim=-1, keepdim=True))
+        return torch.cat(out).cpu()
+
+    @torch.no_grad()
+    def text_features(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            tok = self.processor(text=prompts[i:i + batch_size], return_tensors="pt", padding=True)
+            ids, mask = tok["input_ids"][..., :self.max_positions], tok["attention_mask"][..., :self.max_positions]
+            f = _pooled(self.model.get_text_features(ids.to(self.device), mask.to(self.device))).float()
+            out.append(f / f.norm(p=2, dim=-1, keepdim=True))
+        return torch.cat(out).cpu()
+
+    def per_image(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """100 * cos(image, its prompt) per image."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        return (100 * (self.image_features(images) * self.text_features(prompts)).sum(-1)).double().numpy()
+
+    def clip_score(self, images: np.ndarray, prompts: list[str]) -> float:
+        return float(max(self.per_image(images, prompts).mean(), 0.0))
+
+
+__all__ = ["ClipScorer"]

@@ -1,0 +1,138 @@
+"""`generate` stage: render the evaluation prompt set from a teacher or a distilled student.
+
+    python -m evaluate.generate [--params params.yaml] --family toy --teacher models/toy/teacher
+                                [--student runs/distill/<v>/student] --out results/samples/<name>
+
+The prompt set (params `eval`): `fid_prompts` prompts with one image each (group "fid": FID-T,
+FD-T, CLIP score) and `diversity_prompts` prompts with `diversity_samples` images each (group
+"diversity": the paper's App. B.5 protocol, 16 samples per prompt). On ToyWorld the prompts come
+from the grammar (every GenEval task and CompBench category, held-out prompts included); for real
+runs `eval.prompt_file` (one prompt per line) gives them. Image (prompt_index, k) has seed
+`eval.seed * 1_000_003 + prompt_index * 1000 + k`, identical for teacher and students. The teacher
+samples with `teacher_steps` Euler steps at `teacher_guidance`; students with `student_steps`,
+`student_sampler` (stochastic = the paper's "Ours"), `student_guidance`.
+
+Writes `<out>/<prompt_index>/<k>.png` and `<out>/samples.jsonl`; a partly written folder with the
+same settings is completed, one written under other settings is cleared first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from configs.params import ParamsError, load_params
+from evaluate.sampling import generate, load_generator
+from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
+
+DEFAULTS = {
+    "seed": 0,
+    "prompt_file": None,          # real runs: one prompt per line (first fid_prompts + diversity_prompts used)
+    "fid_prompts": 384,
+    "diversity_prompts": 8,
+    "diversity_samples": 16,
+    "batch_size": 64,
+    "teacher_steps": 20,
+    "teacher_guidance": 2.0,
+    "student_steps": 4,
+    "student_sampler": "stochastic",
+    "student_guidance": 1.0,
+    "metrics": ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+                "imagereward", "aesv2", "lpips_diversity", "clip_diversity"],
+    "batch_size_metrics": 64,
+}
+
+
+def eval_settings(params: dict) -> dict:
+    got = params.get("eval") or {}
+    unknown = sorted(set(got) - set(DEFAULTS))
+    if unknown:
+        raise ParamsError(f"unknown key(s) {unknown} in params section 'eval'; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **got}
+
+
+def toy_prompts(n: int, seed: int) -> list[str]:
+    """n grammar prompts, a fixed random draw over every GenEval task and CompBench category."""
+    pool = [s.prompt for task in GENEVAL_TASKS + COMPBENCH_CATEGORIES for s in prompt_set(task)]
+    pool = list(dict.fromkeys(pool))
+    order = np.random.default_rng([seed, 7]).permutation(len(pool))
+    return [pool[i] for i in order[:n]]
+
+
+def prompt_plan(cfg: dict) -> list[dict]:
+    """Rows (prompt_index, k, prompt, seed, group) of the evaluation set."""
+    n_fid, n_div = int(cfg["fid_prompts"]), int(cfg["diversity_prompts"])
+    if cfg["prompt_file"]:
+        path = Path(cfg["prompt_file"])
+        if not path.is_file():
+            raise ParamsError(f"eval.prompt_file {str(path)!r} not found")
+        prompts = [p.strip() for p in path.read_text().splitlines() if p.strip()]
+        if len(prompts) < n_fid + n_div:
+            raise ParamsError(f"eval.prompt_file has {len(prompts)} prompts; fid_prompts + diversity_prompts = "
+                              f"{n_fid + n_div}")
+    else:
+        prompts = toy_prompts(n_fid + n_div, int(cfg["seed"]))
+    rows = []
+    for i, prompt in enumerate(prompts[:n_fid + n_div]):
+        group, count = ("fid", 1) if i < n_fid else ("diversity", int(cfg["diversity_samples"]))
+        for k in range(count):
+            rows.append({"prompt_index": i, "k": k, "prompt": prompt, "group": group,
+                         "seed": int(cfg["seed"]) * 1_000_003 + i * 1000 + k})
+    return rows
+
+
+def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
+    described = json.loads(json.dumps(gen.describe()))
+    record = out / "generation.json"
+    settings = {"generator": described, "rows": len(rows), "first": rows[0] if rows else None}
+    if record.is_file() and json.loads(record.read_text()) != settings:
+        print(f"generate: {out} holds samples of other settings; regenerating")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2))
+    (out / "samples.jsonl").unlink(missing_ok=True)  # written last: its presence means complete
+    todo = [r for r in rows if not (out / str(r["prompt_index"]) / f"{r['k']}.png").is_file()]
+    for i in tqdm(range(0, len(todo), batch_size), desc=f"generate {out.name}", unit="batch", disable=not todo):
+        chunk = todo[i:i + batch_size]
+        images = generate(gen, [r["prompt"] for r in chunk], [r["seed"] for r in chunk], batch_size=batch_size)
+        for r, img in zip(chunk, images):
+            folder = out / str(r["prompt_index"])
+            folder.mkdir(exist_ok=True)
+            tmp = folder / f".{r['k']}.tmp.png"
+            Image.fromarray(img).save(tmp)
+            tmp.rename(folder / f"{r['k']}.png")
+    meta = {k: described[k] for k in ("steps", "sampler", "guidance_scale")}
+    with open(out / "samples.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, **meta}) + "\n")
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--family", default="toy")
+    ap.add_argument("--teacher", default="models/toy/teacher")
+    ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    cfg = eval_settings(load_params(args.params))
+    rows = prompt_plan(cfg)
+    if args.student:
+        gen = load_generator(args.family, args.teacher, args.student, steps=cfg["student_steps"],
+                             sampler=cfg["student_sampler"], guidance_scale=cfg["student_guidance"])
+    else:
+        gen = load_generator(args.family, args.teacher, steps=cfg["teacher_steps"], sampler="euler",
+                             guidance_scale=cfg["teacher_guidance"])
+    out = Path(args.out)
+    write_samples(gen, rows, out, int(cfg["batch_size"]))
+    print(f"generate: {len(rows)} images -> {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""`metrics` stage: the paper's metric suite on one variant's samples against the teacher's.
+
+    python -m evaluate.metrics [--params params.yaml] [--family toy] --samples results/samples/<v>
+                               --reference results/samples/teacher --out results/metrics/<v>
+
+Writes `<out>/metrics.json` ({metric: value or null}) and `<out>/metrics.meta.json` (skipped metrics
+with their reason, image counts, model paths, feature extractors, seeds). Metrics (params
+`eval.metrics`; names fixed by DESIGN.md):
+
+  fid_t, patch_fid_t   Inception (clean-fid), vs the teacher's "fid" group     evaluate/frechet.py
+  fd_t_toyworld        FD in the toy CLIP's image-feature space (toy family)    evaluate/frechet.py
+  fd_t_dinov2          FD in DINOv2 CLS space (models.dinov2)                   evaluate/frechet.py
+  clip_score           torchmetrics convention; ViT-B/32, or the toy CLIP       evaluate/clip_score.py
+  hpsv2, pickscore, imagereward, aesv2   reward models (evaluate/<name>.py `load_scorer`)
+  lpips_diversity, clip_diversity        App. B.5 on the "diversity" group      evaluate/diversity.py
+
+Every model is loaded before any metric is computed. On the toy family a metric whose real weights
+are absent is skipped with the reason (null in metrics.json); on a real family it stops the stage
+with the MissingWeights message. Nothing is ever computed on random weights.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from configs.params import ParamsError, load_params
+from evaluate.diversity import LpipsDiversity, clip_diversity
+from evaluate.frechet import ClipImageFeatures, Dinov2Features, InceptionFeatures, fd
+from evaluate.clip_score import ClipScorer
+from evaluate.generate import eval_settings
+from evaluate.sample_folder import check_aligned, read_samples
+from evaluate.weights import MissingWeights, model_path
+
+KNOWN = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+         "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
+REWARDS = {"hpsv2": "evaluate.hpsv2", "pickscore": "evaluate.pickscore", "imagereward": "evaluate.imagereward",
+           "aesv2": "evaluate.aesthetic"}
+CLIP_B32_SOURCE = "https://huggingface.co/openai/clip-vit-base-patch32 (saved with save_pretrained)"
+
+
+class Skip(Exception):
+    """A metric that cannot run here, with the reason recorded in the meta file."""
+
+
+def clip_model_path(models: dict, family: str) -> tuple[Path, str]:
+    if family == "toy":
+        return model_path(models, "toy_clip", "the toy CLIP", "the shipped models/toy/clip", "dir"), "toy CLIP"
+    return model_path(models, "clip_vit_b32", "CLIP ViT-B/32", CLIP_B32_SOURCE, "dir"), "CLIP ViT-B/32"
+
+
+def load_models(metrics: list[str], models: dict, family: str, device: str) -> tuple[dict, dict, dict]:
+    """(loaded, skipped reasons, descriptions). Real families: MissingWeights propagates."""
+    loaded, skipped, described = {}, {}, {}
+
+    def attempt(name: str, build):
+        try:
+            loaded[name] = build()
+        except MissingWeights as e:
+            if family != "toy":
+                raise
+            skipped[name] = e.reason
+        except Skip as e:
+            skipped[name] = str(e)
+
+    for name in metrics:
+        if name in ("fid_t", "patch_fid_t"):
+            attempt(name, lambda: loaded.get("fid_t") or loaded.get("patch_fid_t") or InceptionFeatures(models, device))
+            described[name] = "Inception-v3 (clean-fid TorchScript, clean resize)" + (
+                "; centre 299x299 crop at native resolution" if name == "patch_fid_t" else "")
+        elif name == "fd_t_toyworld":
+            def toy():
+                if family != "toy":
+                    raise Skip("ToyWorld features apply to the toy family only")
+                return ClipImageFeatures(model_path(models, "toy_clip", "the toy CLIP", "models/toy/clip", "dir"), device)
+            attempt(name, toy)
+            described[name] = "toy CLIP projected image features (models.toy_clip)"
+        elif name == "fd_t_dinov2":
+            attempt(name, lambda: Dinov2Features(model_path(
+                models, "dinov2", "DINOv2 (transformers Dinov2Model folder)",
+                "https://huggingface.co/facebook/dinov2-base (saved with save_pretrained)", "dir"), device))
+            described[name] = "DINOv2 CLS token (models.dinov2)"
+        elif name in ("clip_score", "clip_diversity"):
+            def clip():
+                if "clip" in loaded:
+                    return loaded["clip"]
+                path, label = clip_model_path(models, family)
+                described["clip"] = f"{label} ({path})"
+                return ClipScorer(path, device)
+            attempt(name, clip)
+            if name in loaded:
+                loaded["clip"] = loaded[name]
+        elif name == "lpips_diversity":
+            attempt(name, lambda: LpipsDiversity(models, device))
+            described[name] = "LPIPS v0.1 AlexNet (lpips package; backbone from models.lpips_alexnet)"
+        elif name in REWARDS:
+            def reward(module=REWARDS[name]):
+                try:
+                    mod = importlib.import_module(module)
+                except ModuleNotFoundError:
+                    raise Skip(f"scorer not implemented ({module} is missing)") from None
+                return mod.load_scorer(models, device=device)
+            attempt(name, reward)
+        else:
+            raise ParamsError(f"unknown metric {name!r} in eval.metrics; known: {', '.join(KNOWN)}")
+    if "clip" in described:
+        for name in ("clip_score", "clip_diversity"):
+            described.setdefault(name, described["clip"])
+    loaded.pop("clip", None)
+    return loaded, skipped, described
+
+
+def compute(name: str, model, student, teacher, batch: int) -> tuple[float, int]:
+    """(value, number of images used)."""
+    fid_s, fid_t = student.group("fid"), teacher.group("fid")
+    if name in ("fid_t", "fd_t_toyworld", "fd_t_dinov2"):
+        return fd(model(student.load(fid_s), batch), model(teacher.load(fid_t), batch)), len(fid_s)
+    if name == "patch_fid_t":
+        imgs_s = student.load(fid_s)
+        if min(imgs_s.shape[1:3]) < 299:
+            raise Skip(f"images are {imgs_s.shape[2]}x{imgs_s.shape[1]} px; patch FID needs a 299x299 native crop")
+        return fd(model.patches(imgs_s, batch), model.patches(teacher.load(fid_t), batch)), len(fid_s)
+    if name == "clip_score":
+        return model.clip_score(student.load(fid_s), [student.rows[i]["prompt"] for i in fid_s]), len(fid_s)
+    if name in ("clip_diversity", "lpips_diversity"):
+        groups: dict[int, list[int]] = {}
+        for i in student.group("diversity"):
+            groups.setdefault(student.rows[i]["prompt_index"], []).append(i)
+        if not groups:
+            raise Skip("no diversity group in the samples (eval.diversity_prompts = 0)")
+        per_prompt = [student.load(idx) for idx in groups.values()]
+        n = sum(len(p) for p in per_prompt)
+        if name == "clip_diversity":
+            return clip_diversity([model.image_features(p, batch) for p in per_prompt]), n
+        return model(per_prompt), n
+    scores = model.score([Image.fromarray(im) for im in student.load(fid_s)],
+                         [student.rows[i]["prompt"] for i in fid_s])
+    return float(np.mean(scores)), len(fid_s)
+
+
+def run_metrics(params_path: str, samples: str, reference: str, out: str, family: str = "toy",
+                device: str = "cpu") -> dict:
+    params = load_params(params_path)
+    cfg = eval_settings(params)
+    models = params.get("models") or {}
+    student, teacher = read_samples(samples), read_samples(reference)
+    check_aligned(student, teacher)
+    loaded, skipped, described = load_models(list(cfg["metrics"]), models, family, device)
+    values: dict[str, float | None] = {m: None for m in cfg["metrics"]}
+    counts: dict[str, int] = {}
+    for name in tqdm(list(loaded), desc="metrics", unit="metric"):
+        try:
+            values[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]))
+        except Skip as e:
+            skipped[name] = str(e)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(values, indent=2) + "\n")
+    meta = {"skipped": skipped, "n_images": counts, "features": described,
+            "models": {k: v for k, v in models.items()}, "family": family,
+            "samples": str(samples), "reference": str(reference),
+            "seeds": {"eval.seed": cfg["seed"], "first": student.rows[0]["seed"], "images": len(student.rows)}}
+    (out / "metrics.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return {"values": values, "meta": meta}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--family", default="toy")
+    ap.add_argument("--samples", required=True)
+    ap.add_argument("--reference", required=True, help="the teacher's samples (same prompts and seeds)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    result = run_metrics(args.params, args.samples, args.reference, args.out, args.family, args.device)
+    for k, v in result["values"].items():
+        print(f"{k:>16}: {'skipped (' + result['meta']['skipped'].get(k, '') + ')' if v is None else f'{v:.4f}'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

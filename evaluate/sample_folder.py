@@ -1,0 +1,90 @@
+"""A folder of generated samples: `<folder>/<prompt_index>/<k>.png` plus `samples.jsonl` (one row
+per image: prompt_index, k, prompt, seed, steps, sampler, guidance_scale, group). Reading validates
+it, with one clear error before any metric work."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class SampleFolderError(ValueError):
+    """A samples folder that cannot be scored."""
+
+
+@dataclass
+class Samples:
+    folder: Path
+    rows: list[dict]                 # samples.jsonl rows, in file order
+
+    def paths(self) -> list[Path]:
+        return [self.folder / str(r["prompt_index"]) / f"{r['k']}.png" for r in self.rows]
+
+    def key(self) -> list[tuple]:
+        """What must match between teacher and student sets (prompt, seed per image)."""
+        return [(r["prompt_index"], r["k"], r["prompt"], r["seed"]) for r in self.rows]
+
+    def group(self, name: str) -> list[int]:
+        return [i for i, r in enumerate(self.rows) if r.get("group") == name]
+
+    def load(self, indices: list[int] | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8; every image readable and of one size."""
+        paths = self.paths()
+        chosen = range(len(paths)) if indices is None else indices
+        arrays, size = [], None
+        for i in chosen:
+            try:
+                with Image.open(paths[i]) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as e:
+                raise SampleFolderError(f"unreadable image {str(paths[i])!r}: {e}") from None
+            if size is None:
+                size = arr.shape
+            elif arr.shape != size:
+                raise SampleFolderError(f"mixed image sizes in {str(self.folder)!r}: {paths[i].name} is "
+                                        f"{arr.shape[1]}x{arr.shape[0]}, earlier images {size[1]}x{size[0]}")
+            arrays.append(arr)
+        return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def read_samples(folder: str | Path) -> Samples:
+    folder = Path(folder)
+    jsonl = folder / "samples.jsonl"
+    if not folder.is_dir():
+        raise SampleFolderError(f"samples folder {str(folder)!r} does not exist (run the generate stage)")
+    if not jsonl.is_file():
+        raise SampleFolderError(f"samples folder {str(folder)!r} has no samples.jsonl (incomplete generation?)")
+    rows = []
+    for n, line in enumerate(jsonl.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            row["prompt_index"], row["k"] = int(row["prompt_index"]), int(row["k"])
+            row["prompt"], row["seed"] = str(row["prompt"]), int(row["seed"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise SampleFolderError(f"{str(jsonl)!r} line {n} is not a valid sample row ({e})") from None
+        rows.append(row)
+    if not rows:
+        raise SampleFolderError(f"samples folder {str(folder)!r} is empty")
+    samples = Samples(folder, rows)
+    missing = [p for p in samples.paths() if not p.is_file()]
+    if missing:
+        raise SampleFolderError(f"{len(missing)} image(s) listed in {str(jsonl)!r} are missing, e.g. {str(missing[0])!r}")
+    return samples
+
+
+def check_aligned(student: Samples, teacher: Samples) -> None:
+    """Teacher and student sets must hold the same prompts and seeds (aligned FID-T pairs)."""
+    if student.key() != teacher.key():
+        a, b = student.key(), teacher.key()
+        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        raise SampleFolderError(f"{str(student.folder)!r} and the reference {str(teacher.folder)!r} do not hold the "
+                                f"same prompts and seeds ({len(a)} vs {len(b)} images; first difference at row "
+                                f"{first}); regenerate both with the same eval params")
+
+
+__all__ = ["SampleFolderError", "Samples", "read_samples", "check_aligned"]
