@@ -1,0 +1,112 @@
+"""GenEval stage: the official prompt metadata, the official layout, ground-truth ToyWorld renders
+graded >= 0.99, our results.jsonl read by the official summary script to the same printout, the CLI
+end to end (with resume), and clear errors for bad metadata, layouts and missing weights."""
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.geneval.__main__ import main
+from benchmarks.geneval.detectors import MissingDetector, OracleDetector
+from benchmarks.geneval.metadata import MetadataError, TASKS, read_metadata, toy_metadata
+from benchmarks.geneval.run import scan_layout, score_layout
+from benchmarks.geneval.summary import summarize
+from toyworld.grammar import sample_scene
+from toyworld.render import render
+from toyworld.world import PromptSpec
+
+OFFICIAL_SUMMARY = Path(__file__).parent / "fixtures" / "geneval_official" / "summary_scores.py"
+
+
+def test_official_metadata():
+    metas = read_metadata()
+    assert len(metas) == 553
+    assert Counter(m["tag"] for m in metas) == {"single_object": 80, "two_object": 99, "counting": 80, "colors": 94,
+                                                 "position": 100, "color_attr": 100}
+
+
+def write_ground_truth(root: Path, metas: list[dict], per_prompt: int = 2, wrong: bool = False):
+    rng = np.random.default_rng(0)
+    for index, meta in enumerate(metas):
+        folder = root / f"{index:05}"
+        (folder / "samples").mkdir(parents=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(meta))
+        spec = PromptSpec.from_metadata(metas[(index + 1) % len(metas)] if wrong else meta)
+        for k in range(per_prompt):
+            Image.fromarray(render(sample_scene(spec, rng))).save(folder / "samples" / f"{k:05}.png")
+
+
+def test_toy_ground_truth_scores_at_least_0_99(tmp_path):
+    metas = toy_metadata(10, 0)
+    assert set(m["tag"] for m in metas) == set(TASKS)
+    write_ground_truth(tmp_path, metas)
+    summary, _ = summarize(score_layout(OracleDetector(), tmp_path))
+    assert summary["geneval_overall"] >= 0.99 and summary["n_images"] == 2 * len(metas)
+
+
+def test_wrong_images_score_low(tmp_path):
+    metas = [m for m in toy_metadata(10, 0) if m["tag"] in ("colors", "position", "counting")]
+    write_ground_truth(tmp_path, metas, per_prompt=1, wrong=True)
+    summary, _ = summarize(score_layout(OracleDetector(), tmp_path))
+    assert summary["geneval_overall"] < 0.5
+
+
+def test_results_file_read_by_the_official_summary_script(tmp_path):
+    metas = toy_metadata(4, 1)
+    write_ground_truth(tmp_path / "images", metas, per_prompt=2)
+    # make some images wrong so the numbers are not trivially 100 %
+    for index in range(0, len(metas), 3):
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "images" / f"{index:05}" / "samples" / "00001.png")
+    results = score_layout(OracleDetector(), tmp_path / "images")
+    with open(tmp_path / "results.jsonl", "w") as fp:
+        results.to_json(fp, orient="records", lines=True)
+    _, ours = summarize(results)
+    official = subprocess.run([sys.executable, str(OFFICIAL_SUMMARY), str(tmp_path / "results.jsonl")],
+                              capture_output=True, text=True, check=True).stdout
+    assert official == ours
+    assert "Overall score (avg. over tasks)" in official and "100.00%" not in official.splitlines()[4]
+
+
+def test_cli_end_to_end_and_resume(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"benchmarks": {"geneval": {"prompts_per_task": 1, "images_per_prompt": 2,
+                                                             "teacher_steps": 2, "batch_size": 8}}}))
+    out = tmp_path / "ge"
+    summary = main(["--params", str(params), "--out", str(out)])
+    assert set(k for k in summary if k.startswith("geneval_")) == {"geneval_overall"} | {f"geneval_{t}" for t in TASKS}
+    assert len(scan_layout(out / "images")) == 12
+    assert (out / "images" / "00000" / "samples" / "00001.png").is_file()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"filename", "tag", "prompt", "correct", "reason", "metadata", "details"}
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    main(["--params", str(params), "--out", str(out)])
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+
+
+def test_bad_metadata_and_layout(tmp_path):
+    with pytest.raises(MetadataError, match="not found"):
+        read_metadata(tmp_path / "none.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"tag": "colors", "prompt": "x"}\n')
+    with pytest.raises(MetadataError, match="missing"):
+        read_metadata(tmp_path / "bad.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"tag": "colors"\n')
+    with pytest.raises(MetadataError, match="invalid JSON"):
+        read_metadata(tmp_path / "bad.jsonl")
+    (tmp_path / "layout" / "00000" / "samples").mkdir(parents=True)
+    with pytest.raises(MetadataError, match="no metadata.jsonl"):
+        scan_layout(tmp_path / "layout")
+    with pytest.raises(MetadataError, match="does not exist"):
+        scan_layout(tmp_path / "nothing")
+
+
+def test_official_edition_missing_weights_stop_before_generation(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"benchmarks": {"geneval": {"edition": "official"}}, "models": {}}))
+    with pytest.raises(MissingDetector, match="Mask2Former"):
+        main(["--params", str(params), "--out", str(tmp_path / "ge")])
+    assert not (tmp_path / "ge").exists()
