@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "num_steps": 4,                  # student steps = number of anchors
     # run length and batch
     "seed": 0,
-    "steps": 600,                    # training iterations (each = one fake-score + one discriminator step)
+    "steps": 400,                    # training iterations (each = one fake-score + one discriminator step)
     "batch_size": 8,                 # per process
     "threads": 0,                    # torch CPU threads per process (0: torch default)
     "num_workers": 0,                # DataLoader workers
