@@ -37,3 +37,19 @@ def section(name: str, path: str | Path = DEFAULT_PARAMS, defaults: dict[str, An
     if unknown:
         raise ParamsError(f"unknown key(s) {unknown} in params section {name!r}; known: {sorted(defaults)}")
     return {**defaults, **got}
+
+
+def subsection(params: dict, path: str, defaults: dict[str, Any], editions: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A nested section (`benchmarks.geneval`) of loaded params merged over `defaults`, rejecting
+    unknown keys; with `editions`, its `edition` must be one of them."""
+    node: Any = params
+    for part in path.split("."):
+        node = (node or {}).get(part) if isinstance(node, dict) else None
+    got = node or {}
+    unknown = sorted(set(got) - set(defaults))
+    if unknown:
+        raise ParamsError(f"unknown key(s) {unknown} in params {path}; known: {sorted(defaults)}")
+    cfg = {**defaults, **got}
+    if editions is not None and cfg.get("edition") not in editions:
+        raise ParamsError(f"{path}.edition must be one of {', '.join(editions)}, got {cfg.get('edition')!r}")
+    return cfg

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from configs.params import ParamsError, load_params
-from evaluate.sampling import generate, load_generator
+from configs.params import ParamsError, load_params, subsection
+from evaluate.sampling import generate, generator_from_settings
 from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
 
 DEFAULTS = {
@@ -49,11 +49,7 @@ DEFAULTS = {
 
 
 def eval_settings(params: dict) -> dict:
-    got = params.get("eval") or {}
-    unknown = sorted(set(got) - set(DEFAULTS))
-    if unknown:
-        raise ParamsError(f"unknown key(s) {unknown} in params section 'eval'; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **got}
+    return subsection(params, "eval", DEFAULTS)
 
 
 def toy_prompts(n: int, seed: int) -> list[str]:
@@ -122,12 +118,7 @@ def main(argv=None) -> Path:
     args = ap.parse_args(argv)
     cfg = eval_settings(load_params(args.params))
     rows = prompt_plan(cfg)
-    if args.student:
-        gen = load_generator(args.family, args.teacher, args.student, steps=cfg["student_steps"],
-                             sampler=cfg["student_sampler"], guidance_scale=cfg["student_guidance"])
-    else:
-        gen = load_generator(args.family, args.teacher, steps=cfg["teacher_steps"], sampler="euler",
-                             guidance_scale=cfg["teacher_guidance"])
+    gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
     out = Path(args.out)
     write_samples(gen, rows, out, int(cfg["batch_size"]))
     print(f"generate: {len(rows)} images -> {out}")

@@ -73,6 +73,17 @@ def load_generator(family: str, teacher: str | Path, student: str | Path | None 
     return Generator(bb, net, steps, sampler, float(guidance_scale), tuple(bb.resolution), source)
 
 
+def generator_from_settings(family: str, teacher: str | Path, student: str | Path | None, cfg: dict) -> Generator:
+    """The generator a stage samples with: the student at `student_steps` / `student_sampler` /
+    `student_guidance` of a settings block (eval, benchmarks.geneval, benchmarks.compbench), or,
+    without a student, the teacher at `teacher_steps` Euler steps and `teacher_guidance`."""
+    if student:
+        return load_generator(family, teacher, student, steps=cfg["student_steps"], sampler=cfg["student_sampler"],
+                              guidance_scale=cfg["student_guidance"])
+    return load_generator(family, teacher, steps=cfg["teacher_steps"], sampler="euler",
+                          guidance_scale=cfg["teacher_guidance"])
+
+
 def initial_noise(gen: Generator, seeds: list[int]) -> torch.Tensor:
     shape = gen.backbone.latent_shape(*gen.resolution)
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])

@@ -16,19 +16,12 @@ from pathlib import Path
 from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.run import DEFAULTS, run_geneval, score_layout
 from benchmarks.geneval.summary import summarize
-from configs.params import ParamsError, load_params
-from evaluate.sampling import load_generator
+from configs.params import ParamsError, load_params, subsection
+from evaluate.sampling import generator_from_settings
 
 
 def geneval_settings(params: dict) -> dict:
-    got = (params.get("benchmarks") or {}).get("geneval") or {}
-    unknown = sorted(set(got) - set(DEFAULTS))
-    if unknown:
-        raise ParamsError(f"unknown key(s) {unknown} in params benchmarks.geneval; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **got}
-    if cfg["edition"] not in ("toy", "official"):
-        raise ParamsError(f"benchmarks.geneval.edition must be 'toy' or 'official', got {cfg['edition']!r}")
-    return cfg
+    return subsection(params, "benchmarks.geneval", DEFAULTS, editions=("toy", "official"))
 
 
 def main(argv=None) -> dict:
@@ -56,12 +49,7 @@ def main(argv=None) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "summary.txt").write_text(text)
     else:
-        if args.student:
-            gen = load_generator(args.family, args.teacher, args.student, steps=cfg["student_steps"],
-                                 sampler=cfg["student_sampler"], guidance_scale=cfg["student_guidance"])
-        else:
-            gen = load_generator(args.family, args.teacher, steps=cfg["teacher_steps"], sampler="euler",
-                                 guidance_scale=cfg["teacher_guidance"])
+        gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
         summary = run_geneval(gen, cfg, out, params.get("models") or {}, gen.describe())
         text = (out / "summary.txt").read_text()
     print(text, end="")

@@ -12,19 +12,12 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.t2i_compbench.run import DEFAULTS, run_compbench
-from configs.params import ParamsError, load_params
-from evaluate.sampling import load_generator
+from configs.params import ParamsError, load_params, subsection
+from evaluate.sampling import generator_from_settings
 
 
 def compbench_settings(params: dict) -> dict:
-    got = (params.get("benchmarks") or {}).get("compbench") or {}
-    unknown = sorted(set(got) - set(DEFAULTS))
-    if unknown:
-        raise ParamsError(f"unknown key(s) {unknown} in params benchmarks.compbench; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **got}
-    if cfg["edition"] not in ("toy", "official"):
-        raise ParamsError(f"benchmarks.compbench.edition must be 'toy' or 'official', got {cfg['edition']!r}")
-    return cfg
+    return subsection(params, "benchmarks.compbench", DEFAULTS, editions=("toy", "official"))
 
 
 def main(argv=None) -> dict:
@@ -40,12 +33,7 @@ def main(argv=None) -> dict:
     if cfg["edition"] == "toy" and args.family != "toy":
         raise ParamsError("the toy edition of T2I-CompBench is graded by the ToyWorld oracle; set "
                           "benchmarks.compbench.edition: official for a real family")
-    if args.student:
-        gen = load_generator(args.family, args.teacher, args.student, steps=cfg["student_steps"],
-                             sampler=cfg["student_sampler"], guidance_scale=cfg["student_guidance"])
-    else:
-        gen = load_generator(args.family, args.teacher, steps=cfg["teacher_steps"], sampler="euler",
-                             guidance_scale=cfg["teacher_guidance"])
+    gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
     summary = run_compbench(gen, cfg, args.out, params.get("models") or {}, gen.describe())
     print(" ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("compbench_")))
     return summary
