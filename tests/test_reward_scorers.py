@@ -79,7 +79,7 @@ def test_pickscore_matches_the_official_snippet(tmp_path):
 
 
 @pytest.mark.parametrize("module,key", [("evaluate.hpsv2", "hpsv2"), ("evaluate.pickscore", "pickscore"),
-                                        ("evaluate.aesthetic", "aesv2")])
+                                        ("evaluate.aesthetic", "aesv2"), ("evaluate.imagereward", "imagereward")])
 def test_missing_weights_name_the_file(module, key, tmp_path):
     import importlib
 
@@ -96,3 +96,14 @@ def test_wrong_checkpoint_format(tmp_path):
     torch.save({"state_dict": {"nonsense": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match"):
         load_scorer({"hpsv2": str(tmp_path / "bad.pt"), "hpsv2_arch": "HPS-tiny"})
+
+
+def test_imagereward_matches_the_official_package():
+    from evaluate.imagereward import load_scorer
+
+    data, images = golden("imagereward")
+    scorer = load_scorer({"imagereward": str(GOLDEN / "imagereward" / "imagereward_tiny.pt"),
+                          "imagereward_tokenizer": str(GOLDEN / "imagereward" / "tokenizer")})
+    scores = scorer.score(images, data["prompts"])
+    assert np.ptp(data["scores"]) > 1e-2  # the fixture's rewards differ between images
+    np.testing.assert_allclose(scores, data["scores"], atol=1e-4)
