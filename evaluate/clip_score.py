@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 
-def _pooled(out) -> torch.Tensor:
+def projected(out) -> torch.Tensor:
+    """The projected features of CLIPModel.get_image/text_features: a tensor in transformers 4,
+    an output object with them in `pooler_output` in transformers 5."""
     return out if torch.is_tensor(out) else out.pooler_output
 
 
@@ -26,15 +28,19 @@ class ClipScorer:
         self.max_positions = self.model.config.text_config.max_position_embeddings
 
     @torch.no_grad()
-    def image_features(self, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        """(N, D) L2-normalised image features of (N, H, W, 3) uint8 images."""
+    def image_features(self, images: np.ndarray, batch_size: int = 64, normalize: bool = True) -> torch.Tensor:
+        """(N, D) projected image features of (N, H, W, 3) uint8 images, L2-normalised unless asked not to."""
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images[i:i + batch_size]]
             px = self.processor(images=chunk, return_tensors="pt", padding=True)["pixel_values"]
-            f = _pooled(self.model.get_image_features(pixel_values=px.to(self.device))).float()
-            out.append(f / f.norm(p=2, dim=-1, keepdim=True))
+            f = projected(self.model.get_image_features(pixel_values=px.to(self.device))).float()
+            out.append(f / f.norm(p=2, dim=-1, keepdim=True) if normalize else f)
         return torch.cat(out).cpu()
+
+    def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The Fréchet-distance feature extractor interface: unnormalised projected features, numpy."""
+        return self.image_features(images, batch_size, normalize=False).numpy()
 
     @torch.no_grad()
     def text_features(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -42,7 +48,7 @@ class ClipScorer:
         for i in range(0, len(prompts), batch_size):
             tok = self.processor(text=prompts[i:i + batch_size], return_tensors="pt", padding=True)
             ids, mask = tok["input_ids"][..., :self.max_positions], tok["attention_mask"][..., :self.max_positions]
-            f = _pooled(self.model.get_text_features(ids.to(self.device), mask.to(self.device))).float()
+            f = projected(self.model.get_text_features(ids.to(self.device), mask.to(self.device))).float()
             out.append(f / f.norm(p=2, dim=-1, keepdim=True))
         return torch.cat(out).cpu()
 
@@ -56,4 +62,4 @@ class ClipScorer:
         return float(max(self.per_image(images, prompts).mean(), 0.0))
 
 
-__all__ = ["ClipScorer"]
+__all__ = ["ClipScorer", "projected"]

@@ -9,7 +9,7 @@
   it: the same Inception features on a 299x299 crop at native resolution (no resize), here the
   centre crop; images smaller than 299 px have no such crop and the metric is skipped.
 - `fd_t_toyworld`: a Fréchet distance (clean-fid's formula) in the ToyWorld feature space: the toy
-  CLIP's projected image features (`models.toy_clip`). `fd_t_dinov2`: the same with DINOv2's CLS
+  CLIP's projected image features (`models.toy_clip`; `evaluate.clip_score.ClipScorer` is the extractor). `fd_t_dinov2`: the same with DINOv2's CLS
   token (`models.dinov2`, a transformers Dinov2Model folder). Neither is FID; names keep them apart.
 """
 from __future__ import annotations
@@ -82,26 +82,6 @@ class InceptionFeatures:
                                for i in range(0, len(crops), batch_size)])
 
 
-class ClipImageFeatures:
-    """Projected image features of a transformers CLIPModel folder (toy or real)."""
-
-    def __init__(self, path: Path, device: str = "cpu"):
-        from transformers import CLIPModel, CLIPProcessor
-
-        self.model = CLIPModel.from_pretrained(str(path)).to(device).eval()
-        self.processor = CLIPProcessor.from_pretrained(str(path))
-        self.device = device
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), batch_size):
-            px = self.processor(images=list(images[i:i + batch_size]), return_tensors="pt")["pixel_values"]
-            feats = self.model.get_image_features(pixel_values=px.to(self.device))
-            out.append((feats if torch.is_tensor(feats) else feats.pooler_output).float().cpu().numpy())
-        return np.concatenate(out)
-
-
 class Dinov2Features:
     """CLS token of a transformers Dinov2Model folder, with its image processor."""
 
@@ -121,4 +101,4 @@ class Dinov2Features:
         return np.concatenate(out)
 
 
-__all__ = ["feature_stats", "fd", "InceptionFeatures", "ClipImageFeatures", "Dinov2Features", "INCEPTION_FILE"]
+__all__ = ["feature_stats", "fd", "InceptionFeatures", "Dinov2Features", "INCEPTION_FILE"]

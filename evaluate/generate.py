@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
 from configs.params import ParamsError, load_params, subsection
-from evaluate.sampling import generate, generator_from_settings
+from evaluate.sampling import (SAMPLER_DEFAULTS, add_generator_arguments, generator_from_settings, render_missing,
+                               reset_folder)
 from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
 
 DEFAULTS = {
@@ -37,11 +35,7 @@ DEFAULTS = {
     "diversity_prompts": 8,
     "diversity_samples": 16,
     "batch_size": 64,
-    "teacher_steps": 20,
-    "teacher_guidance": 2.0,
-    "student_steps": 4,
-    "student_sampler": "stochastic",
-    "student_guidance": 1.0,
+    **SAMPLER_DEFAULTS,
     "metrics": ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
                 "imagereward", "aesv2", "lpips_diversity", "clip_diversity"],
     "batch_size_metrics": 64,
@@ -83,25 +77,11 @@ def prompt_plan(cfg: dict) -> list[dict]:
 
 
 def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
-    described = json.loads(json.dumps(gen.describe()))
-    record = out / "generation.json"
-    settings = {"generator": described, "rows": len(rows), "first": rows[0] if rows else None}
-    if record.is_file() and json.loads(record.read_text()) != settings:
-        print(f"generate: {out} holds samples of other settings; regenerating")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2))
+    described = gen.describe()
+    reset_folder(out, {"generator": described, "rows": len(rows), "first": rows[0] if rows else None}, "generate")
     (out / "samples.jsonl").unlink(missing_ok=True)  # written last: its presence means complete
-    todo = [r for r in rows if not (out / str(r["prompt_index"]) / f"{r['k']}.png").is_file()]
-    for i in tqdm(range(0, len(todo), batch_size), desc=f"generate {out.name}", unit="batch", disable=not todo):
-        chunk = todo[i:i + batch_size]
-        images = generate(gen, [r["prompt"] for r in chunk], [r["seed"] for r in chunk], batch_size=batch_size)
-        for r, img in zip(chunk, images):
-            folder = out / str(r["prompt_index"])
-            folder.mkdir(exist_ok=True)
-            tmp = folder / f".{r['k']}.tmp.png"
-            Image.fromarray(img).save(tmp)
-            tmp.rename(folder / f"{r['k']}.png")
+    render_missing(gen, [(out / str(r["prompt_index"]) / f"{r['k']}.png", r["prompt"], r["seed"]) for r in rows],
+                   batch_size, f"generate {out.name}")
     meta = {k: described[k] for k in ("steps", "sampler", "guidance_scale")}
     with open(out / "samples.jsonl", "w") as f:
         for r in rows:
@@ -110,11 +90,7 @@ def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
 
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--family", default="toy")
-    ap.add_argument("--teacher", default="models/toy/teacher")
-    ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
-    ap.add_argument("--out", required=True)
+    add_generator_arguments(ap)
     args = ap.parse_args(argv)
     cfg = eval_settings(load_params(args.params))
     rows = prompt_plan(cfg)

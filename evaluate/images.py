@@ -14,6 +14,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write one (H, W, 3) uint8 image atomically (hidden temp file, then rename; parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    Image.fromarray(image).save(tmp)
+    tmp.rename(path)
+    return path
+
+
 def save_grid(images: np.ndarray, path: str | Path, cols: int, scale: int = 1, pad: int = 1) -> Path:
     """Tile (N, H, W, 3) uint8 images row-major into one PNG (grey 1-px separators)."""
     n, h, w, _ = images.shape

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from configs.params import ParamsError, load_params
 from evaluate.diversity import LpipsDiversity, clip_diversity
-from evaluate.frechet import ClipImageFeatures, Dinov2Features, InceptionFeatures, fd
+from evaluate.frechet import Dinov2Features, InceptionFeatures, fd
 from evaluate.clip_score import ClipScorer
 from evaluate.generate import eval_settings
 from evaluate.sample_folder import check_aligned, read_samples
@@ -58,6 +58,12 @@ def clip_model_path(models: dict, family: str) -> tuple[Path, str]:
 def load_models(metrics: list[str], models: dict, family: str, device: str) -> tuple[dict, dict, dict]:
     """(loaded, skipped reasons, descriptions). Real families: MissingWeights propagates."""
     loaded, skipped, described = {}, {}, {}
+    clip_models: dict[Path, ClipScorer] = {}  # one CLIP per folder (toy: FD-T, CLIP score, diversity)
+
+    def clip_at(path: Path) -> ClipScorer:
+        if path not in clip_models:
+            clip_models[path] = ClipScorer(path, device)
+        return clip_models[path]
 
     def attempt(name: str, build):
         try:
@@ -78,7 +84,7 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
             def toy():
                 if family != "toy":
                     raise Skip("ToyWorld features apply to the toy family only")
-                return ClipImageFeatures(model_path(models, "toy_clip", "the toy CLIP", "models/toy/clip", "dir"), device)
+                return clip_at(model_path(models, "toy_clip", "the toy CLIP", "models/toy/clip", "dir"))
             attempt(name, toy)
             described[name] = "toy CLIP projected image features (models.toy_clip)"
         elif name == "fd_t_dinov2":
@@ -88,14 +94,10 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
             described[name] = "DINOv2 CLS token (models.dinov2)"
         elif name in ("clip_score", "clip_diversity"):
             def clip():
-                if "clip" in loaded:
-                    return loaded["clip"]
                 path, label = clip_model_path(models, family)
                 described["clip"] = f"{label} ({path})"
-                return ClipScorer(path, device)
+                return clip_at(path)
             attempt(name, clip)
-            if name in loaded:
-                loaded["clip"] = loaded[name]
         elif name == "lpips_diversity":
             attempt(name, lambda: LpipsDiversity(models, device))
             described[name] = "LPIPS v0.1 AlexNet (lpips package; backbone from models.lpips_alexnet)"
@@ -112,7 +114,6 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
     if "clip" in described:
         for name in ("clip_score", "clip_diversity"):
             described.setdefault(name, described["clip"])
-    loaded.pop("clip", None)
     return loaded, skipped, described
 
 

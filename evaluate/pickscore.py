@@ -9,13 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evaluate.clip_score import projected
 from evaluate.weights import model_path
 
 SOURCE = "https://huggingface.co/yuvalkirstain/PickScore_v1 (saved with save_pretrained)"
-
-
-def _pooled(out) -> torch.Tensor:
-    return out if torch.is_tensor(out) else out.pooler_output
 
 
 class PickScorer:
@@ -34,8 +31,8 @@ class PickScorer:
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         px = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         tok = self.processor(text=prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
-        img = _pooled(self.model.get_image_features(pixel_values=px.to(self.device)))
-        txt = _pooled(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
+        img = projected(self.model.get_image_features(pixel_values=px.to(self.device)))
+        txt = projected(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
                                                    attention_mask=tok["attention_mask"].to(self.device)))
         img = img / img.norm(dim=-1, keepdim=True)
         txt = txt / txt.norm(dim=-1, keepdim=True)

@@ -11,6 +11,8 @@ seeded by the first seed of each batch, so it is reproducible for a fixed batch 
 """
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,17 @@ from tqdm import tqdm
 
 from backbones import load_backbone
 from backbones.base import Backbone, BackboneError
-from evaluate.images import to_uint8
+from evaluate.images import save_png, to_uint8
 
 SAMPLERS = ("euler", "stochastic")
+# the sampler block every generating stage's settings carry (eval, benchmarks.geneval, benchmarks.compbench)
+SAMPLER_DEFAULTS = {
+    "teacher_steps": 20,           # teacher reference samples: Euler steps at teacher_guidance (CFG)
+    "teacher_guidance": 2.0,
+    "student_steps": 4,
+    "student_sampler": "stochastic",  # the paper's "Ours"; euler = "Ours (Euler)"
+    "student_guidance": 1.0,
+}
 
 
 @dataclass
@@ -73,6 +83,15 @@ def load_generator(family: str, teacher: str | Path, student: str | Path | None 
     return Generator(bb, net, steps, sampler, float(guidance_scale), tuple(bb.resolution), source)
 
 
+def add_generator_arguments(ap) -> None:
+    """--params/--family/--teacher/--student/--out of the stages that generate (argparse parser)."""
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--family", default="toy")
+    ap.add_argument("--teacher", default="models/toy/teacher")
+    ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
+    ap.add_argument("--out", required=True)
+
+
 def generator_from_settings(family: str, teacher: str | Path, student: str | Path | None, cfg: dict) -> Generator:
     """The generator a stage samples with: the student at `student_steps` / `student_sampler` /
     `student_guidance` of a settings block (eval, benchmarks.geneval, benchmarks.compbench), or,
@@ -109,3 +128,28 @@ def generate(gen: Generator, prompts: list[str], seeds: list[int], batch_size: i
     if not out:
         return np.zeros((0, *gen.resolution, 3), np.uint8)
     return np.concatenate(out)
+
+
+
+def reset_folder(folder: Path, settings: dict, label: str) -> None:
+    """Keep a partly generated `folder` only if its generation.json records the same `settings`
+    (compared in their JSON form); otherwise clear it. Then (re)write the record."""
+    folder = Path(folder)
+    settings = json.loads(json.dumps(settings))
+    record = folder / "generation.json"
+    if record.is_file() and json.loads(record.read_text()) != settings:
+        print(f"{label}: {folder} was generated with other settings; regenerating")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2))
+
+
+def render_missing(gen: Generator, jobs: list[tuple[Path, str, int]], batch_size: int, desc: str) -> None:
+    """Generate the (path, prompt, seed) jobs whose file does not exist yet, in batches of
+    `batch_size` in job order, each PNG written atomically (resume = run again)."""
+    todo = [job for job in jobs if not Path(job[0]).is_file()]
+    for i in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch", disable=not todo):
+        chunk = todo[i:i + batch_size]
+        images = generate(gen, [prompt for _, prompt, _ in chunk], [seed for _, _, seed in chunk], batch_size)
+        for (path, _, _), image in zip(chunk, images):
+            save_png(image, path)

@@ -17,7 +17,7 @@ from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.run import DEFAULTS, run_geneval, score_layout
 from benchmarks.geneval.summary import summarize
 from configs.params import ParamsError, load_params, subsection
-from evaluate.sampling import generator_from_settings
+from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def geneval_settings(params: dict) -> dict:
@@ -26,12 +26,8 @@ def geneval_settings(params: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--family", default="toy")
-    ap.add_argument("--teacher", default="models/toy/teacher")
-    ap.add_argument("--student", default=None)
+    add_generator_arguments(ap)
     ap.add_argument("--score-only", default=None, help="score this existing image folder (official layout)")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = geneval_settings(params)

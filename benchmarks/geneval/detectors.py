@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from benchmarks.geneval.rules import DetectedObject, attribute_reader
+from evaluate.clip_score import projected
 from toyworld.grading import oracle_candidates
 from toyworld.oracle import detect
 
@@ -104,8 +105,7 @@ class Mask2FormerDetector:
             for c in COLORS:
                 texts = [t.format(c=c, cls=classname) for t in TEMPLATES]
                 tok = self.clip_processor(text=texts, return_tensors="pt", padding=True).to(self.device)
-                f = self.clip.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
-                f = f if torch.is_tensor(f) else f.pooler_output
+                f = projected(self.clip.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask))
                 f = f / f.norm(dim=-1, keepdim=True)
                 mean = f.mean(0)
                 weights.append(mean / mean.norm())
@@ -123,8 +123,7 @@ class Mask2FormerDetector:
                 im = Image.composite(pil, blank, Image.fromarray(o.mask)) if o.mask is not None else pil
                 crops.append(im.crop(tuple(o.box[:4])))
             px = self.clip_processor(images=crops, return_tensors="pt")["pixel_values"].to(self.device)
-            f = self.clip.get_image_features(pixel_values=px)
-            f = f if torch.is_tensor(f) else f.pooler_output
+            f = projected(self.clip.get_image_features(pixel_values=px))
             f = f / f.norm(dim=-1, keepdim=True)
             return [COLORS[i] for i in (100.0 * f @ self._classifier(classname)).argmax(1).tolist()]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, read_metadata, toy_metadata, validate
 from benchmarks.geneval.rules import evaluate, filter_detections
 from benchmarks.geneval.summary import summarize
-from evaluate.sampling import generate
+from evaluate.sampling import SAMPLER_DEFAULTS, render_missing, reset_folder
 
 DEFAULTS = {
     "edition": "toy",            # toy (ToyWorld grammar + oracle) | official (553 prompts + Mask2Former/CLIP)
@@ -33,39 +32,20 @@ DEFAULTS = {
     "images_per_prompt": 4,      # the official default
     "seed": 0,
     "batch_size": 64,
-    "teacher_steps": 20,
-    "teacher_guidance": 2.0,
-    "student_steps": 4,
-    "student_sampler": "stochastic",
-    "student_guidance": 1.0,
+    **SAMPLER_DEFAULTS,
 }
 
 
 def write_layout(gen, metadatas: list[dict], cfg: dict, images: Path, settings: dict) -> None:
-    settings = json.loads(json.dumps(settings))
-    record = images / "generation.json"
-    if record.is_file() and json.loads(record.read_text()) != settings:
-        print(f"geneval: {images} was generated with other settings; regenerating")
-        shutil.rmtree(images)
-    images.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2))
-    todo = []
+    reset_folder(images, settings, "geneval")
+    jobs = []
     for index, meta in enumerate(metadatas):
         folder = images / f"{index:0>5}"
         (folder / "samples").mkdir(parents=True, exist_ok=True)
         (folder / "metadata.jsonl").write_text(json.dumps(meta))
-        for k in range(int(cfg["images_per_prompt"])):
-            if not (folder / "samples" / f"{k:05}.png").is_file():
-                todo.append((index, k, meta["prompt"]))
-    bs = int(cfg["batch_size"])
-    for i in tqdm(range(0, len(todo), bs), desc="geneval images", unit="batch", disable=not todo):
-        chunk = todo[i:i + bs]
-        arrays = generate(gen, [p for _, _, p in chunk], [int(cfg["seed"]) + 1000 * idx + k for idx, k, _ in chunk], bs)
-        for (idx, k, _), arr in zip(chunk, arrays):
-            folder = images / f"{idx:0>5}" / "samples"
-            tmp = folder / f".{k:05}.tmp.png"
-            Image.fromarray(arr).save(tmp)
-            tmp.rename(folder / f"{k:05}.png")
+        jobs += [(folder / "samples" / f"{k:05}.png", meta["prompt"], int(cfg["seed"]) + 1000 * index + k)
+                 for k in range(int(cfg["images_per_prompt"]))]
+    render_missing(gen, jobs, int(cfg["batch_size"]), "geneval images")
 
 
 def scan_layout(images: Path) -> list[tuple[Path, dict]]:

@@ -13,7 +13,7 @@ import argparse
 
 from benchmarks.t2i_compbench.run import DEFAULTS, run_compbench
 from configs.params import ParamsError, load_params, subsection
-from evaluate.sampling import generator_from_settings
+from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def compbench_settings(params: dict) -> dict:
@@ -22,11 +22,7 @@ def compbench_settings(params: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--family", default="toy")
-    ap.add_argument("--teacher", default="models/toy/teacher")
-    ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
-    ap.add_argument("--out", required=True)
+    add_generator_arguments(ap)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = compbench_settings(params)

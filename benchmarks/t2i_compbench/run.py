@@ -11,7 +11,6 @@ Per-image seeds: `seed + counter` (the official generation seeds 42 and counts u
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from benchmarks.t2i_compbench.judges import OfficialJudge, OracleJudge
 from benchmarks.t2i_compbench.prompts import CATEGORIES, CompPrompt, complex_subsets, official_prompts, toy_prompts
-from evaluate.sampling import generate
+from evaluate.sampling import SAMPLER_DEFAULTS, render_missing, reset_folder
 from benchmarks.t2i_compbench.scoring import (attribute_image_score, blip_answer, category_score, complex_kind,
                                               spatial_image_score, spatial_relation, three_in_one)
 
@@ -32,11 +31,7 @@ DEFAULTS = {
     "images_per_prompt": 2,        # official protocol: 10
     "seed": 42,
     "batch_size": 32,
-    "teacher_steps": 20,           # teacher sampling (Euler, CFG) when no student is given
-    "teacher_guidance": 2.0,
-    "student_steps": 4,
-    "student_sampler": "stochastic",
-    "student_guidance": 1.0,
+    **SAMPLER_DEFAULTS,            # teacher (Euler, CFG) when no student is given; student steps/sampler
 }
 BLIP_CATEGORIES = ("color", "shape", "texture")
 
@@ -64,24 +59,9 @@ def image_plan(prompts: list[CompPrompt], per_prompt: int) -> list[tuple[CompPro
 
 def generate_images(gen, cfg: dict, plan, images: Path, settings: dict) -> None:
     """Write missing images (resumable); a folder written under other settings is cleared first."""
-    record = images / "generation.json"
-    settings = json.loads(json.dumps(settings))  # the form it is saved in (tuples -> lists)
-    if record.is_file() and json.loads(record.read_text()) != settings:
-        print(f"compbench: {images} was generated with other settings; regenerating")
-        shutil.rmtree(images)
-    images.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2))
-    todo = [(p, n, name) for p, n, name in plan if not (images / p.category / "samples" / name).is_file()]
-    bs = int(cfg["batch_size"])
-    for i in tqdm(range(0, len(todo), bs), desc="compbench images", unit="batch", disable=not todo):
-        chunk = todo[i:i + bs]
-        arrays = generate(gen, [p.prompt for p, _, _ in chunk], [int(cfg["seed"]) + n for _, n, _ in chunk], bs)
-        for (p, _, name), arr in zip(chunk, arrays):
-            folder = images / p.category / "samples"
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.tmp.png"
-            Image.fromarray(arr).save(tmp)
-            tmp.rename(folder / name)
+    reset_folder(images, settings, "compbench")
+    render_missing(gen, [(images / p.category / "samples" / name, p.prompt, int(cfg["seed"]) + n) for p, n, name in plan],
+                   int(cfg["batch_size"]), "compbench images")
 
 
 def score_images(judge, plan, images: Path, edition: str) -> tuple[dict[str, list], pd.DataFrame]:
