@@ -30,13 +30,9 @@ def section(name: str, path: str | Path = DEFAULT_PARAMS, defaults: dict[str, An
     data = load_params(path)
     if name not in data:
         raise ParamsError(f"params file {str(path)!r} has no section {name!r}")
-    got = data[name] or {}
     if defaults is None:
-        return dict(got)
-    unknown = sorted(set(got) - set(defaults))
-    if unknown:
-        raise ParamsError(f"unknown key(s) {unknown} in params section {name!r}; known: {sorted(defaults)}")
-    return {**defaults, **got}
+        return dict(data[name] or {})
+    return subsection(data, name, defaults)
 
 
 def subsection(params: dict, path: str, defaults: dict[str, Any], editions: tuple[str, ...] | None = None) -> dict[str, Any]:
