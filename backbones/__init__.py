@@ -33,7 +33,9 @@ def load_backbone(family: str, path: str | Path, device="cpu", dtype: torch.dtyp
                   **options) -> Backbone:
     """Load the teacher of `family` from the local diffusers folder `path` (nothing is downloaded).
     `options` go to the family's `load` (e.g. resolution for flux/sdxl, max_sequence_length)."""
-    return backbone_class(family).load(path, device=device, dtype=dtype, **options)
+    backbone = backbone_class(family).load(path, device=device, dtype=dtype, **options)
+    backbone.source = Path(path)  # students are initialised from its weight files (Backbone.init_student)
+    return backbone
 
 
 __all__ = ["FAMILIES", "Backbone", "BackboneError", "Conditioning", "backbone_class", "load_backbone"]

@@ -15,12 +15,13 @@ Conventions shared by all families:
 """
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 
@@ -94,6 +95,7 @@ class Backbone(ABC):
         self.denoiser = denoiser
         self.device = torch.device(device)
         self.dtype = dtype
+        self.source: Path | None = None  # the folder `load` read the teacher from
 
     # ---- loading -----------------------------------------------------------------------
     @classmethod
@@ -105,11 +107,71 @@ class Backbone(ABC):
     def load_denoiser(self, path: str | Path) -> nn.Module:
         """Load a (student or teacher) denoiser of this family from `path/<denoiser_subfolder>` or `path`."""
 
-    def init_student(self) -> nn.Module:
-        """A new trainable copy of the teacher's denoiser to initialise the generator and the fake
-        score from (FLUX overrides it: the released student has no guidance embedding)."""
-        return copy.deepcopy(getattr(self.denoiser, "module", self.denoiser)).requires_grad_(True)
+    # ---- the trainable copies (generator, fake score, EMA) --------------------------------
+    # Built without a second full copy of the teacher on any device: the architecture is created
+    # with its parameters on the meta device, optionally sharded (`shard`), then allocated in the
+    # requested dtype and filled one tensor at a time from the weight files, in their stored dtype.
+    # So an fp32 student made from a teacher held in bf16 gets the exact weights on disk.
+    student_dropped_prefixes: tuple[str, ...] = ()  # teacher weights the student architecture lacks
 
+    def student_config(self) -> dict:
+        """Config of the student/fake-score architecture (default: the teacher's)."""
+        net = getattr(self.denoiser, "module", self.denoiser)
+        return {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
+
+    def student_skeleton(self) -> nn.Module:
+        """The student architecture with parameters on the meta device (nothing allocated) and
+        buffers computed by its constructor on CPU."""
+        from accelerate import init_empty_weights
+
+        cls = type(getattr(self.denoiser, "module", self.denoiser))
+        with init_empty_weights(include_buffers=False):
+            return cls.from_config(self.student_config())
+
+    def unused_parameters(self, net: nn.Module) -> set[str]:
+        """Names of `net`'s parameters that cannot receive a gradient by construction (their output
+        is discarded); the loop's gradient audit leaves them out. Default: none."""
+        return set()
+
+    def denoiser_weights(self, path: str | Path | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, tensor) of a denoiser's weights, one at a time, in the dtype they are stored in:
+        from `path` (a diffusers folder of this family, or its `<denoiser_subfolder>/`), else from
+        the folder the teacher was loaded from, else from the teacher in memory (exact only when it
+        is held in float32)."""
+        folder = None
+        for root in ([Path(path)] if path is not None else []) + ([self.source] if self.source else []):
+            for candidate in (root / self.denoiser_subfolder, root):
+                if candidate.is_dir() and any(candidate.glob("*.safetensors")):
+                    folder = candidate
+                    break
+            if folder is not None or path is not None:
+                break
+        if path is not None and folder is None:
+            raise BackboneError(f"{self.family} weights {str(path)!r}: no .safetensors in it or in its "
+                                f"{self.denoiser_subfolder}/ (expected a diffusers model folder)")
+        if folder is None:
+            yield from getattr(self.denoiser, "module", self.denoiser).state_dict().items()
+            return
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+
+    def init_student(self, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                     weights: str | Path | None = None,
+                     shard: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+        """A trainable student/fake-score network initialised from the teacher's weights (or from
+        the diffusers folder `weights`, e.g. an earlier student), parameters in `dtype` on `device`
+        (default: the backbone's). `shard` (e.g. FSDP2's fully_shard) is applied to the meta-device
+        skeleton before allocation, so each rank only ever holds its shards."""
+        net = self.student_skeleton()
+        buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+        if shard is not None:
+            net = shard(net)
+        net.to_empty(device=device or self.device)
+        net.to(dtype)
+        load_full_tensors(net, self.denoiser_weights(weights), self.student_dropped_prefixes, buffers)
+        return net.requires_grad_(True)
     # ---- text --------------------------------------------------------------------------
     @abstractmethod
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
@@ -240,10 +302,66 @@ class Backbone(ABC):
         """Save the student as `<out_dir>/<denoiser_subfolder>/` (config.json +
         diffusion_pytorch_model.safetensors), the layout of the teacher folder, so that folder
         replaces the teacher's in the family's diffusers pipeline."""
-        target = Path(out_dir) / self.denoiser_subfolder
         unwrapped = getattr(net, "module", net)
-        unwrapped.save_pretrained(target, safe_serialization=True)
+        return self.export_student_state(unwrapped.state_dict(), out_dir, unwrapped)
+
+    def export_student_state(self, state: dict[str, torch.Tensor], out_dir: str | Path,
+                             config_from: nn.Module | None = None, max_shard_size: str = "10GB") -> Path:
+        """`export_student` from a full state dict (e.g. gathered from FSDP2 shards on rank 0), without
+        building a model: config.json of `config_from` (default: the student architecture) and the
+        weights as safetensors, split into shards with an index past `max_shard_size` as diffusers'
+        save_pretrained does."""
+        import json
+
+        from huggingface_hub import split_torch_state_dict_into_shards
+        from safetensors.torch import save_file
+
+        target = Path(out_dir) / self.denoiser_subfolder
+        target.mkdir(parents=True, exist_ok=True)
+        (config_from if config_from is not None else self.student_skeleton()).save_config(target)
+        split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                                                   max_shard_size=max_shard_size)
+        for filename, names in split.filename_to_tensors.items():
+            save_file({n: state[n].detach().cpu().contiguous() for n in names}, str(target / filename),
+                      metadata={"format": "pt"})
+        if split.is_sharded:
+            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+            (target / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         return target
+
+
+@torch.no_grad()
+def load_full_tensors(net: nn.Module, tensors, dropped_prefixes: tuple[str, ...] = (),
+                      buffers: dict[str, torch.Tensor] | None = None) -> None:
+    """Fill `net`'s parameters from full (unsharded) tensors given one at a time, casting each to
+    the parameter's dtype; a DTensor (FSDP2-sharded) parameter takes only its local shard. Buffers
+    are set from `buffers` (the constructor's own values) and ignored in `tensors`. Every parameter
+    must be filled and every tensor used (except names starting with `dropped_prefixes`), or
+    BackboneError lists the difference."""
+    params = dict(net.named_parameters())
+    own_buffers = dict(net.named_buffers())
+    for name, value in (buffers or {}).items():
+        own_buffers[name].copy_(value)
+    filled, unexpected = set(), []
+    for name, full in tensors:
+        if name in params:
+            param = params[name]
+            if hasattr(param, "device_mesh"):  # DTensor: cut this rank's shard out of the full tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                local = distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements,
+                                          src_data_rank=None).to_local()
+                param.to_local().copy_(local)
+            else:
+                param.copy_(full)
+            filled.add(name)
+        elif name not in own_buffers and not name.startswith(dropped_prefixes):
+            unexpected.append(name)
+    missing = sorted(set(params) - filled)
+    if missing or unexpected:
+        raise BackboneError(f"weights do not fit the {type(net).__name__} architecture: missing {missing[:5]}"
+                            f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                            f"{' ...' if len(unexpected) > 5 else ''}")
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ DEFAULT_RESOLUTION = 1024
 TEACHER_SUBFOLDERS = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"]
 # FluxPipeline's defaults for `calculate_shift` (FLUX.1-dev's scheduler_config has the same values).
 DEFAULT_SHIFT_PARAMS = {"base_seq_len": 256, "max_seq_len": 4096, "base_shift": 0.5, "max_shift": 1.15}
+GUIDANCE_EMBEDDER = "time_text_embed.guidance_embedder."  # teacher-only weights (guidance-distilled)
 _SCHEDULER_KEYS = {"base_image_seq_len": "base_seq_len", "max_image_seq_len": "max_seq_len",
                    "base_shift": "base_shift", "max_shift": "max_shift"}
 
@@ -90,7 +91,7 @@ def guidance_free_copy(net: FluxTransformer2DModel) -> FluxTransformer2DModel:
     net = getattr(net, "module", net)
     student = FluxTransformer2DModel(**guidance_free_config(net.config)).to(device=net.device, dtype=net.dtype)
     missing, unexpected = student.load_state_dict(net.state_dict(), strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("time_text_embed.guidance_embedder.")]
+    unexpected = [k for k in unexpected if not k.startswith(GUIDANCE_EMBEDDER)]
     if missing or unexpected:
         raise BackboneError(f"FLUX guidance-free copy: missing {missing}, unexpected {unexpected}")
     return student
@@ -149,9 +150,11 @@ class FluxBackbone(Backbone):
         require_folder(sub, ["config.json"], "FLUX denoiser")
         return FluxTransformer2DModel.from_pretrained(sub, torch_dtype=self.dtype).to(self.device)
 
-    def init_student(self) -> nn.Module:
-        """Generator / fake-score initialisation: the teacher without its guidance embedding."""
-        return guidance_free_copy(self.denoiser)
+    student_dropped_prefixes = (GUIDANCE_EMBEDDER,)
+
+    def student_config(self) -> dict:
+        """Generator / fake-score architecture: the teacher's without its guidance embedding."""
+        return guidance_free_config(getattr(self.denoiser, "module", self.denoiser).config)
 
     def pipeline(self, transformer: nn.Module | None = None, scheduler=None) -> FluxPipeline:
         """The diffusers FluxPipeline over these components with `transformer` (default: the teacher)

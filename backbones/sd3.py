@@ -49,10 +49,28 @@ def _param_dtype(net: nn.Module) -> torch.dtype:
     return next(net.parameters()).dtype
 
 
+def sd3_unused_parameters(net: nn.Module) -> set[str]:
+    """Parameters of an SD3Transformer2DModel that never get a gradient: in a joint block with
+    `context_pre_only` (the last one) the text stream's attention output is discarded, so the text
+    queries (`attn.add_q_proj`, `attn.norm_added_q`) do not reach the output."""
+    net = getattr(net, "module", net)
+    if not isinstance(net, SD3Transformer2DModel):
+        return set()
+    unused = set()
+    for i, block in enumerate(net.transformer_blocks):
+        if getattr(block, "context_pre_only", False):
+            prefix = f"transformer_blocks.{i}.attn."
+            unused |= {prefix + n for n, _ in block.attn.named_parameters() if n.startswith(("add_q_proj.", "norm_added_q."))}
+    return unused
+
+
 class SD3FlowSchedule:
     """SD3's rectified-flow schedule with a static shift and its empty-prompt CFG input, shared
     by the sd3 family and the toy family (which is SD3 in pixel space). Needs `self.shift`,
     `self.num_train_timesteps`, `self.encode_prompts` and `self._null` (initially None)."""
+
+    def unused_parameters(self, net: nn.Module) -> set[str]:
+        return sd3_unused_parameters(net)
 
     def null_conditioning(self, batch: int) -> Conditioning:
         """encode_prompt("") (real empty-prompt embeddings, released code), repeated `batch` times."""

@@ -1,5 +1,7 @@
 """Checkpoints of the SenseFlow loop (DESIGN.md contract).
 
+Single process and DDP (rank 0 writes full fp32 tensors):
+
     <out>/checkpoints/step_<N>/          N = completed iterations
         <denoiser_subfolder>/            the generator as a diffusers model folder
                                          (backbone.export_student: drops into the teacher pipeline)
@@ -9,12 +11,22 @@
         optimizer_<name>.safetensors     AdamW state per module, tensors keyed state/<param name>/<key>,
                                          param_groups as JSON in the safetensors metadata
         state.json                       step, world size, RNG states of every rank (python, numpy,
-                                         torch, CUDA, the loop's generators), rolling log history
+                                         torch, CUDA, the loop's generators), rolling log history, settings
 
-Writes are atomic: rank 0 writes `checkpoints/.step_<N>.tmp/` and renames it; a `step_<N>` directory
-is therefore always complete. Under FSDP every rank takes part in gathering the full state.
-Loading needs the same world size (the per-rank RNG streams are restored exactly), which makes a
-resumed run continue bit-for-bit on the same hardware.
+FSDP2 (`train.fsdp`): nothing is gathered; every rank writes its own fp32 shards of the generator,
+fake score, EMA, heads and optimizer states with torch.distributed.checkpoint, as large-scale
+trainers do (for FLUX a gathered checkpoint would be ~290 GB on rank 0):
+
+    <out>/checkpoints/step_<N>/sharded/  torch.distributed.checkpoint folder (.metadata + __<rank>_*.distcp)
+    <out>/checkpoints/step_<N>/state.json
+
+The student is gathered into its diffusers folder only at export (`<out>/student/`, end of the run)
+or offline with `python -m train.export_checkpoint <step dir>` (one process, no GPU).
+
+Writes are atomic: `checkpoints/.step_<N>.tmp/` is renamed when complete, so a `step_<N>` directory
+is always whole. Loading needs the same world size (the per-rank RNG streams are restored exactly),
+which makes a resumed run continue bit-for-bit on the same hardware. Trained weights are always the
+fp32 master weights, whatever train.precision is.
 """
 from __future__ import annotations
 
@@ -30,10 +42,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
 from train.sharding import (full_model_state, full_optimizer_state, load_full_model_state,
                             load_full_optimizer_state, unwrap)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
+SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of an FSDP run's checkpoint
 
 
 class CheckpointError(RuntimeError):
@@ -134,17 +149,6 @@ def load_optimizer(path: Path) -> dict:
 
 
 # ---- the run's checkpoint ----------------------------------------------------------------------
-def _export_generator(run, net: torch.nn.Module, target: Path, state: dict | None) -> None:
-    """Write `net` as a diffusers folder under target/ via the backbone (rank 0). Sharded nets go
-    through a plain copy loaded with the gathered full state."""
-    if state is None:
-        run.backbone.export_student(unwrap(net), target)
-        return
-    plain = run.backbone.init_student()
-    plain.load_state_dict(state)
-    run.backbone.export_student(plain, target)
-
-
 def _gather_rng(run) -> list[dict]:
     mine = capture_rng(run.rngs)
     if run.accelerator.num_processes == 1:
@@ -154,44 +158,79 @@ def _gather_rng(run) -> list[dict]:
     return gathered
 
 
+def _sharded_state(run) -> dict:
+    """Every trained tensor as FSDP2 shards (DTensors) / replicated tensors, for
+    torch.distributed.checkpoint: each rank writes and reads only its own shards."""
+    state = {"generator": get_model_state_dict(unwrap(run.generator)),
+             "fake_score": get_model_state_dict(unwrap(run.fake_score))}
+    if run.ema is not None:
+        state["ema"] = get_model_state_dict(run.ema)
+    if run.discriminator is not None:
+        state["discriminator_heads"] = unwrap(run.discriminator).heads.state_dict()
+    for name, (module, opt) in run.optimizers.items():
+        state[f"optimizer_{name}"] = get_optimizer_state_dict(module, opt)
+    return state
+
+
+def _write_full_state(run, folder: Path) -> None:
+    """Single process / DDP layout (rank 0 only; no collectives): the generator (and EMA) as diffusers
+    folders, everything else as safetensors."""
+    bb = run.backbone
+    bb.export_student(run.generator, folder)
+    if run.ema is not None:
+        bb.export_student(run.ema, folder / "ema")
+    fake = {k: v.detach().cpu().contiguous() for k, v in unwrap(run.fake_score).state_dict().items()}
+    save_file(fake, str(folder / "fake_score.safetensors"))
+    if run.discriminator is not None:
+        heads = {k: v.detach().cpu().contiguous() for k, v in unwrap(run.discriminator).heads.state_dict().items()}
+        save_file(heads, str(folder / "discriminator_heads.safetensors"))
+    for name, (module, opt) in run.optimizers.items():
+        save_optimizer(folder / f"optimizer_{name}.safetensors", full_optimizer_state(module, opt))
+
+
 def save_run_checkpoint(run, step: int) -> Path:
-    """Write `<out>/checkpoints/step_<step>/` atomically and prune old ones (every rank calls it)."""
+    """Write `<out>/checkpoints/step_<step>/` atomically and prune old ones (every rank calls it).
+    Under FSDP every rank writes its own shards (torch.distributed.checkpoint, `sharded/`); nothing
+    is gathered. Otherwise rank 0 writes full tensors (`_write_full_state`)."""
     acc = run.accelerator
     root = checkpoint_root(run.out)
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
-    sharded = run.settings["fsdp"]
-    # collective parts first (all ranks), then rank 0 writes
-    gen_state = full_model_state(run.generator) if sharded else None
-    ema_state = full_model_state(run.ema) if (sharded and run.ema is not None) else None
-    fake_state = full_model_state(run.fake_score)
-    optim_states = {name: full_optimizer_state(module, opt) for name, (module, opt) in run.optimizers.items()}
     rng = _gather_rng(run)
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _export_generator(run, run.generator, tmp, gen_state)
-        if run.ema is not None:
-            _export_generator(run, run.ema, tmp / "ema", ema_state)
-        save_file({k: v.contiguous() for k, v in fake_state.items()}, str(tmp / "fake_score.safetensors"))
-        if run.discriminator is not None:
-            heads = {k: v.detach().cpu().contiguous() for k, v in unwrap(run.discriminator).heads.state_dict().items()}
-            save_file(heads, str(tmp / "discriminator_heads.safetensors"))
-        for name, state in optim_states.items():
-            save_optimizer(tmp / f"optimizer_{name}.safetensors", state)
+    acc.wait_for_everyone()
+    if run.settings["fsdp"]:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(_sharded_state(run), checkpoint_id=str(tmp / SHARDED_DIR))
+    elif acc.is_main_process:
+        _write_full_state(run, tmp)
+    if acc.is_main_process:
         (tmp / "state.json").write_text(json.dumps({
             "step": step, "world_size": acc.num_processes, "family": run.settings["family"],
-            "rng": rng, "history": run.history_state(), "settings": run.settings}, default=str))
-        if final.exists():
-            old = root / f".step_{step}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            shutil.rmtree(old)
+            "sharded": bool(run.settings["fsdp"]), "rng": rng, "history": run.history_state(),
+            "settings": run.settings}, default=str))
+        if final.exists():  # a rerun of the same step (e.g. after a crash between rename and prune)
+            aside = root / f".step_{step}.replaced"
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
+            shutil.rmtree(aside)
         tmp.rename(final)
-        for _, path in list_checkpoints(run.out)[:-run.settings["keep_checkpoints"]]:
-            shutil.rmtree(path, ignore_errors=True)
+        prune_checkpoints(run.out, step, run.settings["keep_checkpoints"])
     acc.wait_for_everyone()
     return final
+
+
+def prune_checkpoints(out: Path, step: int, keep: int) -> list[Path]:
+    """Delete the oldest checkpoints at or before `step` so that `keep` of them remain. Checkpoints
+    after `step` (written by an earlier, longer run) are never touched. Returns what was deleted."""
+    older = [path for s, path in list_checkpoints(out) if s <= step]
+    doomed = older[:-keep] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 def _load_folder_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -202,6 +241,22 @@ def _load_folder_state(folder: Path) -> dict[str, torch.Tensor]:
     for f in files:
         state.update(load_file(str(f)))
     return state
+
+
+def export_student(run, folder: Path) -> Path:
+    """The run's student (its EMA when kept) as `<folder>/<denoiser_subfolder>/`, from the live nets:
+    under FSDP the full state is gathered onto rank 0's CPU only here (collective: every rank calls
+    it); rank 0 writes. Returns the written subfolder."""
+    net = run.ema if run.ema is not None else run.generator
+    state = full_model_state(net) if run.settings["fsdp"] else None
+    target = Path(folder) / run.backbone.denoiser_subfolder
+    if run.accelerator.is_main_process:
+        if state is None:
+            run.backbone.export_student(net, folder)
+        else:
+            run.backbone.export_student_state(state, folder)
+    run.accelerator.wait_for_everyone()
+    return target
 
 
 # settings that do not change the training trajectory: a checkpoint written under other values of
@@ -224,6 +279,34 @@ def changed_settings(path: Path, settings: dict) -> list[str]:
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
+def _load_full(run, path: Path) -> None:
+    sub = run.backbone.denoiser_subfolder
+    load_full_model_state(run.generator, _load_folder_state(path / sub))
+    if run.ema is not None:
+        load_full_model_state(run.ema, _load_folder_state(path / "ema" / sub))
+    load_full_model_state(run.fake_score, load_file(str(path / "fake_score.safetensors")))
+    if run.discriminator is not None:
+        unwrap(run.discriminator).heads.load_state_dict(load_file(str(path / "discriminator_heads.safetensors")))
+    for name, (module, opt) in run.optimizers.items():
+        load_full_optimizer_state(module, opt, load_optimizer(path / f"optimizer_{name}.safetensors"))
+
+
+def _load_sharded(run, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    state = _sharded_state(run)  # templates: the load fills them in place, shard by shard
+    dcp.load(state, checkpoint_id=str(path / SHARDED_DIR))
+    set_model_state_dict(unwrap(run.generator), state["generator"])
+    set_model_state_dict(unwrap(run.fake_score), state["fake_score"])
+    if run.ema is not None:
+        set_model_state_dict(run.ema, state["ema"])
+    if run.discriminator is not None:
+        unwrap(run.discriminator).heads.load_state_dict(state["discriminator_heads"])
+    for name, (module, opt) in run.optimizers.items():
+        set_optimizer_state_dict(module, opt, state[f"optimizer_{name}"])
+
+
 def load_run_checkpoint(run, path: Path) -> int:
     """Restore every module, optimizer and RNG stream from `path`; returns the step to continue from."""
     path = Path(path)
@@ -236,19 +319,16 @@ def load_run_checkpoint(run, path: Path) -> int:
     if meta["world_size"] != world:
         raise CheckpointError(f"checkpoint {str(path)!r} was written by {meta['world_size']} process(es), this run "
                               f"has {world}; resume with the same number of processes")
-    sub = run.backbone.denoiser_subfolder
     try:
-        load_full_model_state(run.generator, _load_folder_state(path / sub))
-        if run.ema is not None:
-            load_full_model_state(run.ema, _load_folder_state(path / "ema" / sub))
-        load_full_model_state(run.fake_score, load_file(str(path / "fake_score.safetensors")))
-        if run.discriminator is not None:
-            unwrap(run.discriminator).heads.load_state_dict(load_file(str(path / "discriminator_heads.safetensors")))
-        for name, (module, opt) in run.optimizers.items():
-            load_full_optimizer_state(module, opt, load_optimizer(path / f"optimizer_{name}.safetensors"))
+        if meta.get("sharded", False) != bool(run.settings["fsdp"]):
+            raise ValueError(f"checkpoint sharded={meta.get('sharded', False)} but train.fsdp={run.settings['fsdp']}")
+        if meta.get("sharded", False):
+            _load_sharded(run, path)
+        else:
+            _load_full(run, path)
     except (OSError, RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match this run ({type(e).__name__}: {e}); "
-                              f"check train.family / toggles, or start over with --fresh") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match this run or is damaged ({type(e).__name__}: "
+                              f"{str(e)[:300]})") from None
     restore_rng(meta["rng"][run.accelerator.process_index], run.rngs)
     run.load_history_state(meta.get("history", {}))
     return int(meta["step"])

@@ -17,6 +17,24 @@ Networks: generator G (student) and fake score f both start as copies of the tea
      against the paired image's VFM features and the prompt's CLIP features  [vfm_discriminator]
 
 A disabled component is not computed at all (vfm off: no discriminator or CLIP is even loaded).
+
+Precision policy (train.precision; the same under one process, DDP and FSDP2):
+- fp32: everything in float32.
+- bf16: master weights, gradients and optimizer states of the generator, fake score, EMA and
+  discriminator heads stay float32 (FSDP2 reduces gradients in fp32; checkpoints hold fp32). The
+  frozen teacher and text encoders are *stored* in bf16 (loaded so: half the memory). Every
+  network forward runs under bf16 autocast (`precision_context`, around the whole iteration) with
+  autocast's weight-cast cache off (with it, FSDP2 + bf16 silently dropped gradients). Loss math
+  (DMD gradient, denoising and ISG losses) is float32. The VAE always runs in float32 with
+  autocast switched off (backbones/vae.py), as released; so does the schedule arithmetic.
+
+Sharding (train.fsdp): FSDP2 `fully_shard` per transformer/UNet block, then the root, applied to the
+meta-device skeletons of the generator, fake score and EMA before any weight is allocated; the
+weights are then filled shard by shard from the teacher's files (train.init_student: from an
+earlier student). train.shard_teacher shards the frozen teacher too; train.cpu_offload keeps shards,
+gradients and optimizer states in CPU memory. The discriminator (frozen DINOv2 + heads) is
+replicated with DDP, as released. Launch: torchrun, or `accelerate launch` with
+configs/accelerate/fsdp_gpu.yaml or fsdp2_accelerate.yaml (see README).
 Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.yaml < variant < -S).
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
@@ -50,13 +68,15 @@ from transformers.utils import logging as transformers_logging
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
 from train.batches import StepBatchSampler
-from train.checkpoint import CheckpointError, changed_settings, latest_checkpoint, load_run_checkpoint, save_run_checkpoint
+from train.checkpoint import (CheckpointError, changed_settings, export_student, latest_checkpoint, load_run_checkpoint,
+                              save_run_checkpoint)
 from train.clip_text import ClipTextEncoder
 from train.dataset import ImageTextDataset, load_dataset_json
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
 from train.generator_input import generator_input
 from train.ida import ida_update
 from train.isg import isg_loss
+from configs.params import ParamsError
 from train.settings import guidance_range, load_settings
 from train.sharding import full_tensor, resharded, shard_like, unwrap
 from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking
@@ -90,6 +110,13 @@ class Run:
     fake_losses: RollingStd
     last_checkpoint: Path | None = None
     base_lrs: dict[str, float] = field(default_factory=dict)
+    warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
+    audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
+
+    def __post_init__(self):
+        for name, (module, _) in self.optimizers.items():
+            unused = self.backbone.unused_parameters(module)
+            self.audited[name] = [p for n, p in module.named_parameters() if n not in unused]
 
     def history_state(self) -> dict:
         return {"fake_losses": self.fake_losses.state()}
@@ -108,44 +135,83 @@ def _seed_everything(seed: int, rank: int) -> dict[str, torch.Generator]:
 
 
 def _load_teacher(s: dict, device) -> Backbone:
-    """The family's backbone; `resolution` is passed when the family's loader takes it."""
+    """The family's backbone, its networks in the precision policy's storage dtype (bf16 runs hold
+    the frozen teacher and text encoders in bf16; the VAE stays fp32); `resolution` is passed when
+    the family's loader takes it."""
     options = {}
     if "resolution" in inspect.signature(backbone_class(s["family"]).load).parameters:
         options["resolution"] = s["resolution"]
-    return load_backbone(s["family"], s["teacher"], device=device, **options)
+    dtype = torch.bfloat16 if s["precision"] == "bf16" else torch.float32
+    return load_backbone(s["family"], s["teacher"], device=device, dtype=dtype, **options)
 
 
-def _adamw(params, lr: float, s: dict) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(s["betas"]), eps=s["eps"], weight_decay=s["weight_decay"])
+def make_optimizer(params, lr: float, s: dict) -> torch.optim.Optimizer:
+    """train.optimizer: `adamw` (torch) or `adamw8bit` (bitsandbytes' AdamW8bit, as the released
+    SD 3.5 Large and FLUX trainers use; needs `pip install bitsandbytes` and a GPU)."""
+    kwargs = dict(lr=lr, betas=tuple(s["betas"]), eps=s["eps"], weight_decay=s["weight_decay"])
+    if s["optimizer"] == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise ParamsError("train.optimizer: adamw8bit needs the bitsandbytes package (pip install "
+                              "bitsandbytes, on a CUDA machine); or set train.optimizer: adamw") from None
+        return bitsandbytes.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def _replicated(module: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """The discriminator as released: replicated with DDP over all processes (never sharded, also
+    under an accelerate FSDP launch, whose plugin would otherwise wrap it)."""
+    module = module.to(accelerator.device)
+    if accelerator.num_processes == 1:
+        return module
+    device_ids = [accelerator.device.index] if accelerator.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
 def build_run(settings: dict, out: str | Path) -> Run:
-    """Load data and models, wrap them for the launch (single / DDP / FSDP2), create optimizers.
-    User-fixable problems (paths, params) raise before any model is loaded where possible."""
-    s, out = settings, Path(out)
-    accelerator = Accelerator(mixed_precision="bf16" if s["precision"] == "bf16" else "no",
-                              log_with="dvclive", project_dir=str(out))
+    """Load data and models, shard or replicate them for the launch (single / DDP / FSDP2), create
+    optimizers, under the precision policy of the module docstring. User-fixable problems (paths,
+    params) raise before any model is loaded where possible."""
+    s, out = dict(settings), Path(out)
+    # precision is the loop's own policy (precision_context), not accelerate's mixed_precision
+    accelerator = Accelerator(mixed_precision="no", log_with="dvclive", project_dir=str(out))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise RuntimeError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}: every "
                            f"process would train alone. On CPU set ACCELERATE_USE_CPU=true (torchrun) or use "
                            f"configs/accelerate/multi_cpu.yaml")
-    if accelerator.distributed_type == DistributedType.FSDP:
-        raise ValueError("launch with configs/accelerate/fsdp_gpu.yaml (MULTI_GPU) and train.fsdp: true; the loop "
-                         "applies FSDP2 itself so the generator and fake score are sharded identically for IDA")
+    if accelerator.distributed_type == DistributedType.FSDP and not s["fsdp"]:
+        raise ParamsError("launched with an accelerate FSDP config but train.fsdp is false: add -S train.fsdp=true "
+                          "(the loop applies FSDP2 itself, identically to the generator and the fake score)")
     if s["threads"]:
         torch.set_num_threads(s["threads"])
     diffusers_logging.disable_progress_bar()  # per-file load/save bars would drown the loop's own
     transformers_logging.disable_progress_bar()
     records = load_dataset_json(s["dataset"])
     rngs = _seed_everything(s["seed"], accelerator.process_index)
+    device = accelerator.device
 
-    backbone = _load_teacher(s, accelerator.device)
-    generator, fake_score = backbone.init_student(), backbone.init_student()
-    ema = backbone.init_student().requires_grad_(False) if s["ema"] > 0 else None
+    backbone = _load_teacher(s, device)
     teacher = backbone.denoiser.eval().requires_grad_(False)
-    if s["precision"] == "bf16":
-        teacher.to(torch.bfloat16)  # released: teacher runs in bf16, trained nets keep fp32 weights
+    shard = None
+    if s["fsdp"]:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (accelerator.num_processes,))
+
+        def shard(net: nn.Module) -> nn.Module:
+            return shard_like(net, mesh, cpu_offload=s["cpu_offload"])
+    # trainable nets: fp32 master weights, built shard by shard from the weight files (never a full
+    # extra copy on the device); the generator optionally from an earlier student (train.init_student)
+    generator = backbone.init_student(device, torch.float32, weights=s["init_student"], shard=shard)
+    fake_score = backbone.init_student(device, torch.float32, shard=shard)
+    ema = None
+    if s["ema"] > 0:
+        ema = backbone.init_student(device, torch.float32, weights=s["init_student"], shard=shard)
+        ema.requires_grad_(False)
+    if s["fsdp"] and s["shard_teacher"]:
+        shard_like(teacher, mesh, reshard_after_forward=True)  # frozen FSDP2: all-gathered per block, per call
     for net in (generator, fake_score):
         net.train()
         if s["gradient_checkpointing"]:
@@ -153,33 +219,20 @@ def build_run(settings: dict, out: str | Path) -> Run:
 
     discriminator = clip_text = None
     if s["vfm"]:
-        clip_text = ClipTextEncoder.from_pretrained(s["clip"], accelerator.device)
-        discriminator = VFMDiscriminator.from_pretrained(
+        clip_text = ClipTextEncoder.from_pretrained(s["clip"], device)
+        discriminator = _replicated(VFMDiscriminator.from_pretrained(
             s["vfm_backbone"], clip_text.dim, feature_layers=s["vfm_layers"], downsample=s["vfm_downsample"],
             diffaug=bool(s["diffaug"]), policy=s["diffaug"] or "", resolution=s["vfm_resolution"]
-        ).to(accelerator.device).train()
-
-    if s["fsdp"]:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
-        for net in (generator, fake_score, ema):
-            if net is not None:
-                shard_like(net.to(accelerator.device), mesh)
-        if discriminator is not None:
-            discriminator = accelerator.prepare_model(discriminator)
-    else:
+        ).train(), accelerator)
+    if not s["fsdp"]:
         generator, fake_score = accelerator.prepare_model(generator), accelerator.prepare_model(fake_score)
-        ema = ema.to(accelerator.device) if ema is not None else None
-        if discriminator is not None:
-            discriminator = accelerator.prepare_model(discriminator)
 
     base_lrs = {"generator": s["lr_generator"], "fake_score": s["lr_fake"]}
-    optimizers = {"generator": (unwrap(generator), _adamw(generator.parameters(), s["lr_generator"], s)),
-                  "fake_score": (unwrap(fake_score), _adamw(fake_score.parameters(), s["lr_fake"], s))}
+    optimizers = {"generator": (unwrap(generator), make_optimizer(generator.parameters(), s["lr_generator"], s)),
+                  "fake_score": (unwrap(fake_score), make_optimizer(fake_score.parameters(), s["lr_fake"], s))}
     if discriminator is not None:
         heads = unwrap(discriminator).heads
-        optimizers["discriminator"] = (heads, _adamw(heads.parameters(), s["lr_discriminator"], s))
+        optimizers["discriminator"] = (heads, make_optimizer(heads.parameters(), s["lr_discriminator"], s))
         base_lrs["discriminator"] = s["lr_discriminator"]
 
     return Run(settings=s, out=out, accelerator=accelerator, backbone=backbone, teacher=teacher,
@@ -208,6 +261,14 @@ def set_learning_rates(run: Run, step: int) -> dict[str, float]:
     return lrs
 
 
+def _stop_message(run: Run, step: int, what: str) -> str:
+    where = str(run.last_checkpoint) if run.last_checkpoint else "none written yet"
+    return (f"{what} at iteration {step}; stopping without applying it. Last good checkpoint: {where}. "
+            f"Rerun with lower learning rates (-S train.lr_generator=... -S train.lr_fake=... "
+            f"-S train.lr_discriminator=...), a lower train.grad_clip or train.precision: fp32: the run resumes "
+            f"from that checkpoint with the new values (train/checkpoint.py ADJUSTABLE_ON_RESUME).")
+
+
 def ensure_finite(run: Run, step: int, terms: dict[str, torch.Tensor]) -> None:
     """Stop (on every rank) before a NaN/Inf loss is applied; the last checkpoint stays intact."""
     bad = torch.stack([(~torch.isfinite(v.detach().float())).any() for v in terms.values()]).float()
@@ -215,22 +276,40 @@ def ensure_finite(run: Run, step: int, terms: dict[str, torch.Tensor]) -> None:
         bad = run.accelerator.reduce(bad.to(run.accelerator.device), reduction="sum")
     if bad.sum() > 0:
         names = [k for k, b in zip(terms, bad.tolist()) if b > 0]
-        where = str(run.last_checkpoint) if run.last_checkpoint else "none written yet"
-        raise NonFiniteLossError(
-            f"non-finite loss {names} at iteration {step}; stopping without applying it. Last good checkpoint: "
-            f"{where}. Lower the learning rates or try precision: fp32, then rerun (resumes from that checkpoint).")
+        raise NonFiniteLossError(_stop_message(run, step, f"non-finite loss {names}"))
 
 
-def clip_and_step(run: Run, name: str) -> float:
-    """Clip the accumulated gradients of optimizer `name`, step, clear them. Returns the gradient
-    norm before clipping."""
+def params_without_gradient(run: Run, params: list[torch.Tensor]) -> int:
+    """How many of `params` have no gradient, or an all-zero or non-finite one, summed over every
+    rank's shard (one all-reduce under FSDP). A silent precision/sharding bug (e.g. autocast's
+    weight-cast cache under FSDP2) shows up here long before it shows in the losses."""
+    local = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params)]
+    mass = torch.stack([g.detach().float().abs().sum() if g is not None and g.numel() else
+                        torch.zeros((), device=run.accelerator.device) for g in local])
+    if run.settings["fsdp"] and run.accelerator.num_processes > 1:
+        torch.distributed.all_reduce(mass)
+    return int(((mass == 0) | ~torch.isfinite(mass)).sum())
+
+
+def clip_and_step(run: Run, name: str, step: int) -> dict[str, float]:
+    """Clip the accumulated gradients of optimizer `name`, step, clear them. Logs the gradient norm
+    before clipping and the number of parameters that got no usable gradient; a non-finite norm
+    stops the run before the step is applied (NonFiniteLossError)."""
     _, opt = run.optimizers[name]
     params = [p for g in opt.param_groups for p in g["params"]]
+    missing = params_without_gradient(run, run.audited[name])
+    if missing and missing not in run.warned_missing.setdefault(name, set()):
+        run.warned_missing[name].add(missing)
+        run.accelerator.print(f"senseflow: warning: {missing} of {len(run.audited[name])} {name} parameters got no "
+                              f"usable gradient at iteration {step}")
     clip = run.settings["grad_clip"] if run.settings["grad_clip"] > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(params, clip)))
+    if not math.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(_stop_message(run, step, f"non-finite gradient norm of the {name} ({norm})"))
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(full_tensor(norm))
+    return {f"grad_norm_{name}": norm, f"params_without_grad_{name}": float(missing)}
 
 
 @contextlib.contextmanager
@@ -247,9 +326,19 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
+def precision_context(run: Run):
+    """The precision policy (module docstring), applied around a whole iteration: bf16 autocast with
+    its weight-cast cache off, or nothing (fp32)."""
+    if run.settings["precision"] == "bf16":
+        # cache off: with the cache, a sharded net's no-grad forward followed by its grad forward in
+        # one region reuses casts of FSDP2's freed unsharded weights, and those weights get no gradient
+        return torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
 def train_step(run: Run, step: int, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-    """One iteration (`senseflow_iteration`) under the run's precision (bf16 autocast or fp32)."""
-    with run.accelerator.autocast():
+    """One iteration (`senseflow_iteration`) under the run's precision policy."""
+    with precision_context(run):
         return senseflow_iteration(run, step, images, prompts)
 
 
@@ -306,7 +395,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
         terms["loss_generator"] = loss_g
         ensure_finite(run, step, terms)
         acc.backward(loss_g)
-        logs["grad_norm_generator"] = clip_and_step(run, "generator")
+        logs.update(clip_and_step(run, "generator", step))
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         if s["ida"]:
             ida_update(*resharded(unwrap(run.fake_score), unwrap(run.generator)), s["ida_lambda"])
@@ -317,7 +406,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
     loss_fake, _ = fake_score_loss(bb, run.fake_score, x0_gen.detach(), cond, generator=noise)
     ensure_finite(run, step, {"loss_fake_score": loss_fake})
     acc.backward(loss_fake)
-    logs["grad_norm_fake_score"] = clip_and_step(run, "fake_score")
+    logs.update(clip_and_step(run, "fake_score", step))
     logs["loss_fake_score"] = float(loss_fake.detach())
     run.fake_losses.add(logs["loss_fake_score"])
 
@@ -334,7 +423,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
                                                            generator=noise), time_weight)
         ensure_finite(run, step, {"loss_d_fake": loss_d_fake})
         acc.backward(loss_d_fake)
-        logs["grad_norm_discriminator"] = clip_and_step(run, "discriminator")
+        logs.update(clip_and_step(run, "discriminator", step))
         logs.update(loss_d_real=float(loss_d_real.detach()), loss_d_fake=float(loss_d_fake.detach()))
     return logs
 
@@ -356,15 +445,22 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
 
 
 def export_final_student(run: Run) -> Path:
-    """`<out>/student/<denoiser_subfolder>/` from the checkpoint at the run's last step (EMA if kept), atomically."""
-    ckpt = latest_checkpoint(run.out, max_step=run.settings["steps"])
+    """`<out>/student/<denoiser_subfolder>/` from the live generator (its EMA when kept), which is
+    the state of the checkpoint at the run's last step; written to a temp folder, then renamed
+    (under FSDP the full weights are gathered here, and only here)."""
     target, tmp = run.out / "student", run.out / ".student.tmp"
     if run.accelerator.is_main_process:
-        src = ckpt / "ema" if run.ema is not None else ckpt
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src / run.backbone.denoiser_subfolder, tmp / run.backbone.denoiser_subfolder)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+    export_student(run, tmp)
+    if run.accelerator.is_main_process:
+        if target.exists():
+            old = run.out / ".student.old"
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
     run.accelerator.wait_for_everyone()
     return target
 

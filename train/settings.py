@@ -31,6 +31,7 @@ from configs.params import ParamsError, load_params
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "families"
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
 DMD_T_SAMPLINGS = ("uniform", "training")
 
 DEFAULTS: dict[str, Any] = {
@@ -84,9 +85,13 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "grad_clip": 1.0,                # max grad norm for every module; 0 disables
     "ema": 0.0,                      # EMA decay of the generator; 0: off (released: off)
-    "precision": "fp32",             # "fp32" or "bf16" (autocast; teacher weights in bf16)
-    "gradient_checkpointing": False,
+    "precision": "fp32",             # "fp32" or "bf16" (policy: train/senseflow.py docstring)
+    "gradient_checkpointing": False,  # activation checkpointing of every transformer/UNet block
     "fsdp": False,                   # FSDP2 (fully_shard) generator, fake score and EMA
+    "shard_teacher": False,          # with fsdp: shard the frozen teacher too (FSDP2, gathered per block)
+    "cpu_offload": False,            # with fsdp: sharded weights, grads and optimizer states in CPU memory
+    "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (bitsandbytes; released SD3.5-L / FLUX)
+    "init_student": None,            # diffusers folder to start the generator from (e.g. an earlier 4-step student)
     # bookkeeping
     "checkpoint_every": 200,
     "keep_checkpoints": 2,
@@ -190,7 +195,7 @@ def validate(s: dict[str, Any]) -> None:
         need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, f"train.{key} must be an integer >= 1")
     for key in ("sample_every", "warmup_steps", "threads", "num_workers", "sample_prompts", "seed"):
         need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 0, f"train.{key} must be an integer >= 0")
-    for key in ("ida", "isg", "vfm", "gradient_checkpointing", "fsdp"):
+    for key in ("ida", "isg", "vfm", "gradient_checkpointing", "fsdp", "shard_teacher", "cpu_offload"):
         need(isinstance(s[key], bool), f"train.{key} must be true or false")
     need(0.0 <= float(s["backsim_prob"]) <= 1.0, "train.backsim_prob must be in [0, 1]")
     need(0.0 <= float(s["ida_lambda"]) <= 1.0, "train.ida_lambda must be in [0, 1]")
@@ -198,6 +203,11 @@ def validate(s: dict[str, Any]) -> None:
     need(0.0 <= float(s["dmd_t_min"]) <= float(s["dmd_t_max"]) <= 1.0, "need 0 <= train.dmd_t_min <= train.dmd_t_max <= 1")
     need(s["dmd_t_sampling"] in DMD_T_SAMPLINGS, f"train.dmd_t_sampling must be one of {DMD_T_SAMPLINGS}")
     need(s["precision"] in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
+    need(s["optimizer"] in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}")
+    for key in ("shard_teacher", "cpu_offload"):
+        need(not s[key] or s["fsdp"] is True, f"train.{key} needs train.fsdp: true")
+    need(s["init_student"] is None or (isinstance(s["init_student"], str) and bool(s["init_student"])),
+         "train.init_student must be a local diffusers folder or null")
     need(s["isg_loss"] in ("l2", "pseudo_huber"), "train.isg_loss must be 'l2' or 'pseudo_huber'")
     need(s["adv_time_weight"] in ("alpha_sq", "one_minus_sigma_sq", "sqrt_alphabar"),
          "train.adv_time_weight must be alpha_sq, one_minus_sigma_sq or sqrt_alphabar")

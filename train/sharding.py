@@ -45,13 +45,19 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return sorted(units, key=lambda m: depth[id(m)])
 
 
-def shard_like(model: nn.Module, mesh) -> nn.Module:
-    """fully_shard the units of `model` and then the model itself (in place; returns it)."""
-    from torch.distributed.fsdp import fully_shard
+def shard_like(model: nn.Module, mesh, cpu_offload: bool = False, reshard_after_forward: bool | None = None
+               ) -> nn.Module:
+    """fully_shard the units of `model` and then the model itself (in place; returns it). Works on
+    a meta-device skeleton too (allocate afterwards with `to_empty`). `cpu_offload` keeps the
+    sharded parameters, gradients and optimizer states in CPU memory (FSDP2 CPUOffloadPolicy);
+    `reshard_after_forward=True` also frees the root's gathered parameters after each forward (for
+    a frozen net that never runs a backward, e.g. the sharded teacher)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
+    policy = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     for unit in shard_units(model):
-        fully_shard(unit, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(unit, mesh=mesh, offload_policy=policy)
+    fully_shard(model, mesh=mesh, offload_policy=policy, reshard_after_forward=reshard_after_forward)
     return model
 
 
