@@ -3,8 +3,8 @@
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 tests/distributed_senseflow.py <workdir>
 
 <workdir>/assets.json holds the tiny asset paths; rank 0 writes <workdir>/result.json with:
-world size, IDA on FSDP2-sharded nets vs the unsharded formula, the loop under DDP vs FSDP2, and an
-FSDP2 run killed mid-way and resumed vs the uninterrupted FSDP2 run.
+world size, IDA on FSDP2-sharded nets vs the unsharded formula, the loop under DDP vs FSDP2 (fp32), and
+an FSDP2 + bf16 run killed mid-way and resumed from its sharded checkpoint vs the uninterrupted one.
 """
 import json
 import sys
@@ -86,6 +86,9 @@ def main():
     result["fsdp_heads_in_sync"] = replicas_in_sync(unwrap(fsdp_run.discriminator).heads)
     fsdp = everything(fsdp_run)
 
+    # kill-and-resume under FSDP2 + bf16 (the real-scale setting): sharded checkpoints, fp32 masters
+    bf16 = {**base, "fsdp": True, "precision": "bf16"}
+    straight = everything(senseflow.train(bf16, work / "fsdp_bf16", resume="never"))
     real_step = senseflow.train_step
 
     def crash_at_3(run, step, *a):
@@ -95,23 +98,35 @@ def main():
 
     senseflow.train_step = crash_at_3
     try:
-        senseflow.train({**base, "fsdp": True}, work / "fsdp_resumed", resume="never")
+        senseflow.train(bf16, work / "fsdp_resumed", resume="never")
     except KeyboardInterrupt:
         pass
     senseflow.train_step = real_step
-    resumed = everything(senseflow.train({**base, "fsdp": True}, work / "fsdp_resumed", resume="require"))
+    resumed_run = senseflow.train(bf16, work / "fsdp_resumed", resume="require")
+    resumed = everything(resumed_run)
+    result["master_weights_fp32"] = all(p.dtype == torch.float32 for net in (resumed_run.generator, resumed_run.fake_score)
+                                        for p in net.parameters())
 
     if state.is_main_process:
         keys = sorted(fsdp)
-        result["same_keys"] = keys == sorted(resumed) == sorted(ddp)
-        result["fsdp_resume_not_equal"] = [k for k in keys if not torch.equal(fsdp[k], resumed[k])]
+        result["same_keys"] = keys == sorted(resumed) == sorted(ddp) == sorted(straight)
+        result["fsdp_resume_not_equal"] = [k for k in keys if not torch.equal(straight[k], resumed[k])]
         params = [k for k in keys if not k.startswith("opt.")]
         result["ddp_vs_fsdp_max_abs_diff"] = max(float((fsdp[k].float() - ddp[k].float()).abs().max()) for k in params)
-        exported = (work / "fsdp" / "student" / "transformer" / "diffusion_pytorch_model.safetensors")
         from safetensors.torch import load_file
 
-        student = load_file(str(exported))
-        result["fsdp_export_equals_generator"] = all(torch.equal(v, fsdp[f"gen.{k}"]) for k, v in student.items())
+        for name, state_ in (("fsdp", fsdp), ("fsdp_bf16", straight)):
+            exported = load_file(str(work / name / "student" / "transformer" / "diffusion_pytorch_model.safetensors"))
+            result[f"{name}_export_equals_generator"] = all(
+                v.dtype == torch.float32 and torch.equal(v, state_[f"gen.{k}"]) for k, v in exported.items())
+        ckpt = work / "fsdp_resumed" / "checkpoints" / "step_4"
+        result["sharded_checkpoint_files"] = sorted(p.name for p in ckpt.iterdir())
+        import torch.distributed.checkpoint as dcp
+
+        meta = dcp.FileSystemReader(str(ckpt / "sharded")).read_metadata()
+        dtypes = {str(m.properties.dtype) for k, m in meta.state_dict_metadata.items()
+                  if k.startswith(("generator.", "fake_score.")) and hasattr(m, "properties")}
+        result["sharded_checkpoint_dtypes"] = sorted(dtypes)
         (work / "result.json").write_text(json.dumps(result, indent=2))
     state.wait_for_everyone()
 

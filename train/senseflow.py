@@ -439,8 +439,9 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
     shape = bb.latent_shape(s["resolution"], s["resolution"])
     noise = torch.randn((count, *shape), generator=torch.Generator().manual_seed(s["seed"] + 7)).to(device)
     net = run.ema if run.ema is not None else unwrap(run.generator)
-    x0 = bb.sample(net, bb.encode_prompts(prompts), noise, s["num_steps"],
-                   generator=torch.Generator(device).manual_seed(s["seed"] + 8))
+    with precision_context(run):
+        x0 = bb.sample(net, bb.encode_prompts(prompts), noise, s["num_steps"],
+                       generator=torch.Generator(device).manual_seed(s["seed"] + 8))
     return bb.decode(x0)
 
 
