@@ -169,7 +169,8 @@ class Backbone(ABC):
         if shard is not None:
             net = shard(net)
         net.to_empty(device=device or self.device)
-        net.to(dtype)
+        if any(p.dtype != dtype for p in net.parameters()):
+            net.to(dtype)
         load_full_tensors(net, self.denoiser_weights(weights), self.student_dropped_prefixes, buffers)
         return net.requires_grad_(True)
     # ---- text --------------------------------------------------------------------------

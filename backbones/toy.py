@@ -100,12 +100,8 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
 
     # ---- network --------------------------------------------------------------------------
     def model_output(self, net, x_t, t, cond, guidance=None):
-        """Velocity, same shape/dtype as x_t; inputs are cast to the net's dtype (a bf16 text encoder
-        may feed an fp32 student)."""
-        dt = next(net.parameters()).dtype
-        out = net(hidden_states=x_t.to(dt), encoder_hidden_states=cond.embeds.to(dt),
-                  pooled_projections=cond.pooled.to(dt), timestep=t, return_dict=False)[0]
-        return out.to(x_t.dtype)
+        return net(hidden_states=x_t, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,
+                   timestep=t, return_dict=False)[0]
 
     # ---- pixels ---------------------------------------------------------------------------
     def decode(self, latents):

@@ -76,11 +76,11 @@ def main():
 
     assets = json.loads((work / "assets.json").read_text())
     base = tiny_settings(assets, steps=4, ttur=2, ema=0.0)
-    ddp_run = senseflow.train(base, work / "ddp", resume="never")
+    ddp_run = senseflow.train(base, work / "ddp", resume="fresh")
     result["ddp_replicas_in_sync"] = replicas_in_sync(unwrap(ddp_run.generator), unwrap(ddp_run.fake_score),
                                                       unwrap(ddp_run.discriminator).heads)
     ddp = everything(ddp_run)
-    fsdp_run = senseflow.train({**base, "fsdp": True}, work / "fsdp", resume="never")
+    fsdp_run = senseflow.train({**base, "fsdp": True}, work / "fsdp", resume="fresh")
     resharded(fsdp_run.generator)
     result["fsdp_generator_is_dtensor"] = all(type(p).__name__ == "DTensor" for p in fsdp_run.generator.parameters())
     result["fsdp_heads_in_sync"] = replicas_in_sync(unwrap(fsdp_run.discriminator).heads)
@@ -88,7 +88,7 @@ def main():
 
     # kill-and-resume under FSDP2 + bf16 (the real-scale setting): sharded checkpoints, fp32 masters
     bf16 = {**base, "fsdp": True, "precision": "bf16"}
-    straight = everything(senseflow.train(bf16, work / "fsdp_bf16", resume="never"))
+    straight = everything(senseflow.train(bf16, work / "fsdp_bf16", resume="fresh"))
     real_step = senseflow.train_step
 
     def crash_at_3(run, step, *a):
@@ -98,7 +98,7 @@ def main():
 
     senseflow.train_step = crash_at_3
     try:
-        senseflow.train(bf16, work / "fsdp_resumed", resume="never")
+        senseflow.train(bf16, work / "fsdp_resumed", resume="fresh")
     except KeyboardInterrupt:
         pass
     senseflow.train_step = real_step

@@ -87,11 +87,12 @@ FAMILY_PRESETS = {"toy": "toy", "sd3": "sd35_medium", "flux": "flux", "sdxl": "s
 
 
 def tiny_family_settings(assets: dict[str, str], family: str, **overrides) -> dict:
-    """A family's released preset with only what the tiny models need changed (paths, 32 px,
-    batch 2, a 1x1 discriminator map, no logging cadence); `assets` holds `teacher_<family>`
+    """A family's released preset with only what the tiny models on CPU need changed (paths, 32 px,
+    batch 2, a 1x1 discriminator map, no logging cadence, torch AdamW); `assets` holds `teacher_<family>`
     folders plus clip / vfm_backbone / dataset."""
     explicit = {"family": family, "preset": FAMILY_PRESETS[family], "teacher": assets[f"teacher_{family}"],
                 "clip": assets["clip"], "vfm_backbone": assets["vfm_backbone"], "dataset": assets["dataset"],
                 "resolution": 32, "batch_size": 2, "threads": 1, "vfm_downsample": 1, "vfm_layers": [0, 1, 2],
-                "sample_every": 0, "sample_prompts": 2, "log_every": 1, "checkpoint_every": 1000}
+                "sample_every": 0, "sample_prompts": 2, "log_every": 1, "checkpoint_every": 1000,
+                "optimizer": "adamw"}  # the released 8-bit AdamW (flux, sd35_large) needs bitsandbytes and CUDA
     return resolve(explicit, overrides=overrides)

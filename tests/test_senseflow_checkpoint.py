@@ -11,6 +11,8 @@ import train.senseflow as senseflow
 from backbones.toy import ToyBackbone
 from tests.senseflow_assets import params_state, tiny_settings, toy_assets
 from train.checkpoint import list_checkpoints, load_optimizer, load_run_checkpoint, save_optimizer
+from train.run_folder import SettingsChangedError
+from train.sharding import unwrap
 from train.senseflow import NonFiniteLossError, build_run, train
 
 
@@ -61,20 +63,69 @@ def test_resume_after_crash_is_bit_identical(assets, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_from"] == 2
 
 
-def test_checkpoint_of_other_settings_is_not_resumed(assets, tmp_path, capsys):
-    """A persisted run dir (DVC `persist: true`) whose checkpoint belongs to other settings starts
-    over instead of continuing; a longer run of the same settings continues; --resume refuses."""
+def checkpoint_files(out) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_run_of_other_settings_is_never_deleted(assets, tmp_path, capsys):
+    """A checkpoint of other settings: the default start refuses before loading anything, naming the
+    changed key and the two ways on; --on-change supersede (the DVC stage) and --fresh move the run
+    aside to <out>.superseded/<time>/ and start over; a longer run of the same settings continues."""
     out = tmp_path / "run"
     train(tiny_settings(assets, steps=2, ttur=2), out)
     train(tiny_settings(assets, steps=4, ttur=2), out)  # same trajectory, longer: continues
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
-    with pytest.raises(senseflow.CheckpointError, match="ttur"):
-        train(tiny_settings(assets, steps=4, ttur=1), out, resume="require")
-    capsys.readouterr()
-    train(tiny_settings(assets, steps=2, ttur=1), out)
-    assert "starting over" in capsys.readouterr().out
+    before = checkpoint_files(out / "checkpoints")
+    for mode in ("auto", "require"):
+        with pytest.raises(SettingsChangedError, match=r"ttur: 2 -> 1.*--out.*--fresh"):
+            train(tiny_settings(assets, steps=4, ttur=1), out, resume=mode)
+    assert checkpoint_files(out / "checkpoints") == before
+
+    train(tiny_settings(assets, steps=2, ttur=1), out, resume="supersede")
+    assert "moved the previous run" in capsys.readouterr().out
+    [aside] = list((tmp_path / "run.superseded").iterdir())
+    assert checkpoint_files(aside / "checkpoints") == before  # the old run, intact and readable
+    assert (aside / "student").is_dir() and (aside / "summary.json").is_file()
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == 0
     assert [s for s, _ in list_checkpoints(out)] == [2]
+
+    train(tiny_settings(assets, steps=2, ttur=1), out, resume="fresh")
+    assert len(list((tmp_path / "run.superseded").iterdir())) == 2
+
+
+def test_damaged_checkpoints_fall_back_to_the_previous_intact_one(assets, tmp_path, capsys):
+    settings = tiny_settings(assets, steps=6, ttur=2, keep_checkpoints=3)
+    straight = full_state(train(settings, tmp_path / "straight"))
+    out = tmp_path / "run"
+    train({**settings, "steps": 4}, out)
+    weights = out / "checkpoints" / "step_4" / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated by a full disk
+    resumed = full_state(train(settings, out))
+    assert "falling back to the previous checkpoint" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # an unreadable state.json in the newest checkpoint: skipped with a warning, the one before is used
+    (out / "checkpoints" / "step_6" / "state.json").write_text("{not json")
+    train({**settings, "steps": 8}, out)
+    assert "unreadable state.json" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 4
+    assert (out / "checkpoints" / "step_6").is_dir()  # kept: never deleted by a start
+
+
+def test_fewer_steps_than_existing_checkpoints_keeps_them(assets, tmp_path):
+    out = tmp_path / "run"
+    settings = tiny_settings(assets, steps=6, ttur=2, keep_checkpoints=2)
+    train(settings, out)
+    assert [s for s, _ in list_checkpoints(out)] == [4, 6]
+    train({**settings, "steps": 2}, out)  # nothing at or before step 2 is left: the old run moves aside
+    [aside] = list((tmp_path / "run.superseded").iterdir())
+    assert [s for s, _ in list_checkpoints(aside)] == [4, 6]  # kept, readable
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    exported = (out / "student" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert exported == (out / "checkpoints" / "step_2" / "transformer" /
+                        "diffusion_pytorch_model.safetensors").read_bytes()
+    train({**settings, "steps": 4}, out)  # continues from its own step 2
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
 
 
 def test_shortened_run_exports_the_student_of_its_own_last_step(assets, tmp_path):
@@ -155,3 +206,24 @@ def test_nan_loss_stops_with_last_checkpoint_intact(assets, tmp_path, monkeypatc
     run = build_run(settings, tmp_path / "probe")
     assert load_run_checkpoint(run, tmp_path / "run" / "checkpoints" / "step_2") == 2
     assert all(torch.isfinite(p).all() for p in run.generator.parameters())
+    # the message's advice, as written: lower the learning rates and rerun -> resumes from step_2
+    lower = tiny_settings(assets, steps=6, ttur=2, lr_generator=5e-5, lr_fake=5e-5, lr_discriminator=5e-5)
+    train(lower, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["resumed_from"] == 2 and summary["resumed_with_changes"]["lr_generator"] == [1e-4, 5e-5]
+
+
+def test_non_finite_gradient_norm_stops_before_the_step(assets, tmp_path, monkeypatch):
+    settings = tiny_settings(assets, steps=4, ttur=2)
+    real_build = senseflow.build_run
+
+    def with_overflowing_gradient(*a, **kw):  # the losses stay finite; one gradient overflows
+        run = real_build(*a, **kw)
+        param = next(unwrap(run.generator).parameters())
+        param.register_hook(lambda g: torch.full_like(g, float("inf")))
+        return run
+
+    monkeypatch.setattr(senseflow, "build_run", with_overflowing_gradient)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm of the generator .* iteration 0"):
+        train(settings, tmp_path / "run")
+    assert list_checkpoints(tmp_path / "run") == []

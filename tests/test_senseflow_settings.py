@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from configs.params import ParamsError
-from train.settings import DEFAULTS, PRESET_DIR, load_preset, load_settings, parse_overrides, resolve
+from train.settings import DEFAULTS, PRESET_DIR, PROVENANCE, load_preset, load_settings, parse_overrides, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,9 +79,35 @@ def test_params_yaml_train_section_has_the_fixed_toggles():
     text = (ROOT / "params.yaml").read_text()
     section = text.split("\ntrain:", 1)[1]
     for key in ("ida", "isg", "vfm", "ttur", "ida_lambda", "adv_weight", "family", "preset", "teacher", "dataset",
-                "steps", "batch_size"):
+                "launch"):
         assert re.search(rf"^  {key}: ", section, re.M), key
     s = load_settings(ROOT / "params.yaml")
     assert s["family"] == "toy" and s["ida"] and s["isg"] and s["vfm"]
     for name in yaml.safe_load(text)["variants"]:
         load_settings(ROOT / "params.yaml", name)
+
+
+@pytest.mark.parametrize("name", ["toy", "sd35_medium", "sd35_large", "flux", "sdxl"])
+def test_params_yaml_resolves_every_preset_exactly(tmp_path, name):
+    """README's real-family recipe: change only family, preset and the paths in params.yaml, and every
+    value is the preset's (the released one); only the paths are reported as differing from it."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    preset = load_preset(name)
+    paths = {} if name == "toy" else {"teacher": "/w/teacher", "dataset": "/d/dataset.json", "clip": "/w/clip",
+                                      "vfm_backbone": "/w/dinov2"}
+    params["train"].update(family=preset["family"], preset=name, **paths)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    s = load_settings(tmp_path / "params.yaml")
+    expected = {**DEFAULTS, **preset, **paths, "preset": name}
+    assert {k: s[k] for k in expected} == expected
+    assert set(s[PROVENANCE]) == set(paths)
+    assert all(by == {"preset": preset.get(k), "by": "params.yaml train"} for k, (_, by) in s[PROVENANCE].items())
+
+
+def test_provenance_names_where_each_difference_came_from(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"ttur": 7}, "variants": {"wo_ida": {"ida": False}}}))
+    s = load_settings(params, "wo_ida", ["train.adv_weight=0.5"])
+    assert s[PROVENANCE] == {"ttur": [7, {"preset": 5, "by": "params.yaml train"}],
+                             "ida": [False, {"preset": True, "by": "variant"}],
+                             "adv_weight": [0.5, {"preset": 0.1, "by": "-S"}]}

@@ -87,7 +87,8 @@ def _random_dataset(root: Path, size: int, n: int = 64) -> Path:
 def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[str]]:
     """Resolved train settings for the benchmark of `family` (raises to skip it)."""
     train = dict(params.get("train") or {})
-    common = {"checkpoint_every": 10**9, "sample_every": 0, "vfm": True}
+    common = {"checkpoint_every": 10**9, "sample_every": 0, "vfm": True,
+              "optimizer": "adamw"}  # released 8-bit AdamW (flux, sd35_large) needs CUDA; overheads are relative
     if family == "toy":
         assets = _toy_stand_ins(train, params.get("teacher") or {}, root)
         return resolve({**train, **assets["paths"], **common}), assets["notes"]

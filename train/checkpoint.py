@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+from torch.distributed.checkpoint.api import CheckpointException
 from safetensors.torch import load_file, save_file
 
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
@@ -53,6 +54,10 @@ SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of an FSDP run's 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used to resume (corrupt, or written by a different setup)."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A checkpoint whose files are unreadable or truncated (the run falls back to an earlier one)."""
 
 
 # ---- locating ------------------------------------------------------------------------------
@@ -259,26 +264,6 @@ def export_student(run, folder: Path) -> Path:
     return target
 
 
-# settings that do not change the training trajectory: a checkpoint written under other values of
-# these is still a valid point to continue from (e.g. a longer run, other logging cadence)
-RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_prompts", "keep_checkpoints",
-                    "threads", "num_workers"}
-
-
-def changed_settings(path: Path, settings: dict) -> list[str]:
-    """Keys whose value differs between `settings` and those checkpoint `path` was written with
-    (ignoring RESUMABLE_ACROSS); every key for a checkpoint that recorded none or is unreadable."""
-    try:
-        saved = json.loads((Path(path) / "state.json").read_text()).get("settings")
-    except (OSError, json.JSONDecodeError):
-        saved = None
-    if not isinstance(saved, dict):
-        return ["<not recorded>"]
-    current = json.loads(json.dumps(settings, default=str))  # the same normalisation as when saved
-    keys = (set(saved) | set(current)) - RESUMABLE_ACROSS
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
-
-
 def _load_full(run, path: Path) -> None:
     sub = run.backbone.denoiser_subfolder
     load_full_model_state(run.generator, _load_folder_state(path / sub))
@@ -313,26 +298,26 @@ def load_run_checkpoint(run, path: Path) -> int:
     try:
         meta = json.loads((path / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({e}); delete it to resume from an "
-                              f"earlier one or start over with --fresh") from None
+        raise CheckpointDamagedError(f"checkpoint {str(path)!r} has an unreadable state.json ({e})") from None
     world = run.accelerator.num_processes
     if meta["world_size"] != world:
         raise CheckpointError(f"checkpoint {str(path)!r} was written by {meta['world_size']} process(es), this run "
                               f"has {world}; resume with the same number of processes")
+    if meta.get("sharded", False) != bool(run.settings["fsdp"]):
+        raise CheckpointError(f"checkpoint {str(path)!r} has sharded={meta.get('sharded', False)} but train.fsdp is "
+                              f"{run.settings['fsdp']}; resume with the setting it was written with")
     try:
-        if meta.get("sharded", False) != bool(run.settings["fsdp"]):
-            raise ValueError(f"checkpoint sharded={meta.get('sharded', False)} but train.fsdp={run.settings['fsdp']}")
         if meta.get("sharded", False):
             _load_sharded(run, path)
         else:
             _load_full(run, path)
-    except (OSError, RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match this run or is damaged ({type(e).__name__}: "
+    except (OSError, RuntimeError, KeyError, ValueError, SafetensorError, CheckpointException) as e:
+        raise CheckpointDamagedError(f"checkpoint {str(path)!r} does not match this run or is damaged ({type(e).__name__}: "
                               f"{str(e)[:300]})") from None
     restore_rng(meta["rng"][run.accelerator.process_index], run.rngs)
     run.load_history_state(meta.get("history", {}))
     return int(meta["step"])
 
 
-__all__ = ["CheckpointError", "checkpoint_root", "list_checkpoints", "latest_checkpoint", "capture_rng",
-           "restore_rng", "changed_settings", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointDamagedError", "checkpoint_root", "list_checkpoints", "latest_checkpoint", "capture_rng",
+           "restore_rng", "prune_checkpoints", "export_student", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]

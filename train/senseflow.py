@@ -39,8 +39,8 @@ Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.ya
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
 summary.json. An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
-written with the same settings (train/checkpoint.py RESUMABLE_ACROSS lists the exceptions); otherwise
-the run starts over.
+written with the same settings (train/run_folder.py lists the keys that may differ); a run of other
+settings is never deleted: the start refuses, or (--fresh, --on-change supersede) moves it aside.
 """
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ from transformers.utils import logging as transformers_logging
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
 from train.batches import StepBatchSampler
-from train.checkpoint import (CheckpointError, changed_settings, export_student, latest_checkpoint, load_run_checkpoint,
+from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_student, load_run_checkpoint,
                               save_run_checkpoint)
+from train.run_folder import StartPlan, plan_start, supersede
 from train.clip_text import ClipTextEncoder
 from train.dataset import ImageTextDataset, load_dataset_json
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
@@ -77,7 +78,7 @@ from train.generator_input import generator_input
 from train.ida import ida_update
 from train.isg import isg_loss
 from configs.params import ParamsError
-from train.settings import guidance_range, load_settings
+from train.settings import PROVENANCE, guidance_range, load_settings
 from train.sharding import full_tensor, resharded, shard_like, unwrap
 from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking
 from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
@@ -169,11 +170,8 @@ def _replicated(module: nn.Module, accelerator: Accelerator) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
-def build_run(settings: dict, out: str | Path) -> Run:
-    """Load data and models, shard or replicate them for the launch (single / DDP / FSDP2), create
-    optimizers, under the precision policy of the module docstring. User-fixable problems (paths,
-    params) raise before any model is loaded where possible."""
-    s, out = dict(settings), Path(out)
+def make_accelerator(s: dict, out: Path) -> Accelerator:
+    """The launch's Accelerator (process group, device, dvclive tracker), checked against the launcher."""
     # precision is the loop's own policy (precision_context), not accelerate's mixed_precision
     accelerator = Accelerator(mixed_precision="no", log_with="dvclive", project_dir=str(out))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -184,6 +182,15 @@ def build_run(settings: dict, out: str | Path) -> Run:
     if accelerator.distributed_type == DistributedType.FSDP and not s["fsdp"]:
         raise ParamsError("launched with an accelerate FSDP config but train.fsdp is false: add -S train.fsdp=true "
                           "(the loop applies FSDP2 itself, identically to the generator and the fake score)")
+    return accelerator
+
+
+def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None = None) -> Run:
+    """Load data and models, shard or replicate them for the launch (single / DDP / FSDP2), create
+    optimizers, under the precision policy of the module docstring. User-fixable problems (paths,
+    params) raise before any model is loaded where possible."""
+    s, out = dict(settings), Path(out)
+    accelerator = accelerator or make_accelerator(s, out)
     if s["threads"]:
         torch.set_num_threads(s["threads"])
     diffusers_logging.disable_progress_bar()  # per-file load/save bars would drown the loop's own
@@ -474,34 +481,63 @@ def _exported_step(out: Path) -> int | None:
         return None
 
 
+def _all_ranks_ok(acc: Accelerator, ok: bool) -> bool:
+    flag = torch.tensor(float(ok), device=acc.device)
+    if acc.num_processes > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
+
+
+def _resume(run: Run, plan: StartPlan) -> tuple[int, Path | None]:
+    """Load the newest checkpoint of the plan that loads on every rank; warn and fall back to the
+    previous one for a damaged checkpoint. Returns (start iteration, checkpoint)."""
+    acc = run.accelerator
+    for ckpt in plan.checkpoints:
+        error = None
+        try:
+            start = load_run_checkpoint(run, ckpt)
+        except CheckpointDamagedError as e:
+            error = e
+        if _all_ranks_ok(acc, error is None):
+            return start, ckpt
+        acc.print(f"senseflow: warning: {error or 'another rank failed to load ' + str(ckpt)}; falling back to the "
+                  f"previous checkpoint")
+    raise CheckpointError(f"no checkpoint in {str(run.out / 'checkpoints')!r} loads ({len(plan.checkpoints)} tried). "
+                          f"Nothing was deleted. Start over with --fresh (moves the run to "
+                          f"{run.out.name}.superseded/) or use another --out")
+
+
 def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
-    """Run (or continue) a distillation. resume: 'auto' (continue from the latest checkpoint if any),
-    'require' (error without one), 'never' (delete earlier checkpoints/logs and start over)."""
+    """Run (or continue) a distillation in `out`. resume (train/run_folder.py): 'auto' continue from the
+    newest intact checkpoint, refuse if it has other settings; 'require' the same, error without one;
+    'fresh' move the folder's content aside and start over; 'supersede' like auto, but move a run of
+    other settings aside instead of refusing (the DVC stage). Nothing is ever deleted."""
     out = Path(out)
-    if resume == "never" and out.exists():
-        for sub in ("checkpoints", "dvclive", "samples", "student"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    ckpt = latest_checkpoint(out, max_step=settings["steps"])
-    if resume == "require" and ckpt is None:
-        raise CheckpointError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
-    changed = changed_settings(ckpt, settings) if ckpt is not None else []
-    if changed and resume == "require":
-        raise CheckpointError(f"--resume: checkpoint {str(ckpt)!r} was written with other settings ({', '.join(changed)}); "
-                              f"use --fresh to start over")
-    if changed:  # e.g. a DVC rerun after a params change: the persisted run dir belongs to other settings
-        print(f"senseflow: checkpoint {ckpt} was written with other settings ({', '.join(changed)}); starting over")
-        return train(settings, out, resume="never")
-    run = build_run(settings, out)
-    s, acc = run.settings, run.accelerator
-    start = 0
-    if ckpt is not None:
-        start = load_run_checkpoint(run, ckpt)
+    plan = plan_start(out, settings, resume)  # raises before any model is loaded
+    acc = make_accelerator(settings, out)
+    for warning in plan.warnings:
+        acc.print(f"senseflow: warning: {warning}")
+    if plan.action == "supersede":
+        if acc.is_main_process:
+            moved = supersede(out)
+            acc.print(f"senseflow: {plan.reason}: moved the previous run in {out} to {moved}")
+        acc.wait_for_everyone()
+    run = build_run(settings, out, acc)
+    s = run.settings
+    start, ckpt = 0, None
+    if plan.action == "resume":
+        start, ckpt = _resume(run, plan)
         run.last_checkpoint = ckpt
+        if plan.adjusted:
+            acc.print("senseflow: continuing from " + str(ckpt) + " with changed settings: " +
+                      ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in plan.adjusted.items()))
     start_tracking(acc, out, s, resume=ckpt is not None)
     if acc.is_main_process:
         acc.print(f"senseflow: family {s['family']} preset {s['preset']}, {acc.num_processes} process(es)"
-                  f"{' FSDP2' if s['fsdp'] else ''}, iterations {start}..{s['steps']}"
+                  f"{' FSDP2' if s['fsdp'] else ''}, {s['precision']}, iterations {start}..{s['steps']}"
                   f"{f' (resumed from {ckpt})' if ckpt else ''}")
+        for key, (value, source) in s.get(PROVENANCE, {}).items():
+            acc.print(f"senseflow:   {key} = {value!r} (preset {s['preset']}: {source['preset']!r}; set by {source['by']})")
     loader = torch.utils.data.DataLoader(
         run.data, batch_sampler=StepBatchSampler(len(run.data), s["batch_size"], s["seed"], start, s["steps"],
                                                  acc.process_index, acc.num_processes),
@@ -533,7 +569,9 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
             s_per_iter = float(np.mean(times[min(len(times) - 1, 5):])) if times else float("nan")
             (out / "summary.json").write_text(json.dumps({
                 "steps": s["steps"], "resumed_from": start, "world_size": acc.num_processes,
-                "s_per_iter": s_per_iter, "fake_score_loss_std": run.fake_losses.std}, indent=2))
+                "s_per_iter": s_per_iter, "fake_score_loss_std": run.fake_losses.std,
+                "resumed_with_changes": {k: list(v) for k, v in plan.adjusted.items()},
+                "differs_from_preset": s.get(PROVENANCE, {})}, indent=2, default=str))
     finally:
         bar.close()
         for tracker in acc.trackers:  # not end_training(): that also destroys the process group
@@ -548,13 +586,18 @@ def main(argv=None) -> Run:
     ap.add_argument("--out", default=None, help="run directory (default runs/distill/<variant or 'default'>)")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="require a checkpoint in --out and continue from it")
-    group.add_argument("--fresh", action="store_true", help="delete checkpoints/logs in --out and start over")
+    group.add_argument("--fresh", action="store_true",
+                       help="move the run in --out aside (to <out>.superseded/<time>/) and start over")
+    ap.add_argument("--on-change", choices=("refuse", "supersede"), default="refuse",
+                    help="a checkpoint in --out written with other settings: refuse to start (default), or move "
+                         "that run aside and start over (the DVC stage uses this)")
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a train param, e.g. -S train.ttur=3 (repeatable)")
     args = ap.parse_args(argv)
     settings = load_settings(args.params, args.variant, args.overrides)
     out = args.out or f"runs/distill/{args.variant or 'default'}"
-    run = train(settings, out, resume="require" if args.resume else "never" if args.fresh else "auto")
+    mode = "require" if args.resume else "fresh" if args.fresh else "supersede" if args.on_change == "supersede" else "auto"
+    run = train(settings, out, resume=mode)
     run.accelerator.state.destroy_process_group()
     return run
 

@@ -10,6 +10,10 @@ Where a value comes from, lowest to highest precedence:
 4. the entry `variants.<name>` of params.yaml when the loop runs with `--variant name`;
 5. command-line `-S key=value` (`-S train.ttur=3` or `-S ttur=3`; values parsed as YAML).
 
+The resolved settings carry `_provenance`: every value that differs from the preset (DEFAULTS <
+preset), with the preset's value and where it was set; the loop prints it at start and writes it
+to summary.json (`differs_from_preset`).
+
 Unknown keys are rejected at every level, so a typo fails before any model is loaded.
 
 Paper vs released code (defaults = paper, presets = released code):
@@ -30,6 +34,7 @@ import yaml
 from configs.params import ParamsError, load_params
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "families"
+PROVENANCE = "_provenance"  # settings key: {key: [value, {"preset": preset's value, "by": where it was set}]}
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit")
 DMD_T_SAMPLINGS = ("uniform", "training")
@@ -92,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "cpu_offload": False,            # with fsdp: sharded weights, grads and optimizer states in CPU memory
     "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (bitsandbytes; released SD3.5-L / FLUX)
     "init_student": None,            # diffusers folder to start the generator from (e.g. an earlier 4-step student)
+    "launch": "python",              # the distill stage's launcher: python | torchrun ... | accelerate launch ... (README)
     # bookkeeping
     "checkpoint_every": 200,
     "keep_checkpoints": 2,
@@ -154,6 +160,11 @@ def resolve(explicit: dict[str, Any], variant: dict[str, Any] | None = None, ove
         raise ParamsError(f"train.family {settings['family']!r} does not match preset {preset_name!r} "
                           f"(family {preset['family']!r}); change one of them")
     validate(settings)
+    baseline = {**DEFAULTS, **preset}
+    sources = [("params.yaml train", given), ("variant", variant or {}), ("-S", overrides or {})]
+    settings[PROVENANCE] = {
+        key: [settings[key], {"preset": baseline.get(key), "by": [name for name, values in sources if key in values][-1]}]
+        for key in sorted(settings) if key not in ("preset", PROVENANCE) and settings[key] != baseline.get(key)}
     return settings
 
 
@@ -221,6 +232,7 @@ def validate(s: dict[str, Any]) -> None:
             guidance_range(s[key], key)
         except ParamsError as e:
             problems.append(str(e))
+    need(isinstance(s["launch"], str) and bool(s["launch"].strip()), "train.launch must be a command (e.g. python)")
     for key in ("teacher", "dataset"):
         need(isinstance(s[key], str) and bool(s[key]), f"train.{key} is not set: point it at a local path")
     if s["vfm"]:
