@@ -128,6 +128,15 @@ class Backbone(ABC):
         with init_empty_weights(include_buffers=False):
             return cls.from_config(self.student_config())
 
+    def shardable_text_encoders(self) -> list[nn.Module]:
+        """The frozen text encoders the training loop may shard with the teacher: the T5 encoders (4.7B
+        parameters for T5-XXL). CLIP encoders stay replicated: the pipelines read their
+        hidden_states[-2], which transformers captures with hooks that FSDP2's class swap breaks, and
+        they are small (<= 0.7B)."""
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        return [m for m in (getattr(self, n, None) for n in names)
+                if isinstance(m, nn.Module) and not type(m).__name__.startswith("CLIP")]
+
     def unused_parameters(self, net: nn.Module) -> set[str]:
         """Names of `net`'s parameters that cannot receive a gradient by construction (their output
         is discarded); the loop's gradient audit leaves them out. Default: none."""

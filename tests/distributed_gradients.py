@@ -78,7 +78,7 @@ def main():
             states = {}
             for layout in layouts:
                 settings = tiny_family_settings(assets, family, precision=precision, fsdp=layout == "fsdp",
-                                                backsim_prob=1.0, ttur=2)
+                                                shard_teacher=layout == "fsdp", backsim_prob=1.0, ttur=2)
                 record, initial, final = audit(settings, work / f"{family}_{precision}_{layout}_{world}")
                 result["runs"][f"{family}/{precision}/{layout}"] = record
                 states[layout] = (initial, final)

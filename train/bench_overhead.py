@@ -88,7 +88,7 @@ def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[s
     """Resolved train settings for the benchmark of `family` (raises to skip it)."""
     train = dict(params.get("train") or {})
     common = {"checkpoint_every": 10**9, "sample_every": 0, "vfm": True,
-              "optimizer": "adamw"}  # released 8-bit AdamW (flux, sd35_large) needs CUDA; overheads are relative
+              "optimizer": "adamw", "fsdp": False, "shard_teacher": False}  # one CPU process; relative overheads
     if family == "toy":
         assets = _toy_stand_ins(train, params.get("teacher") or {}, root)
         return resolve({**train, **assets["paths"], **common}), assets["notes"]

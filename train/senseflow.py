@@ -31,7 +31,7 @@ Precision policy (train.precision; the same under one process, DDP and FSDP2):
 Sharding (train.fsdp): FSDP2 `fully_shard` per transformer/UNet block, then the root, applied to the
 meta-device skeletons of the generator, fake score and EMA before any weight is allocated; the
 weights are then filled shard by shard from the teacher's files (train.init_student: from an
-earlier student). train.shard_teacher shards the frozen teacher too; train.cpu_offload keeps shards,
+earlier student). train.shard_teacher shards the frozen teacher and T5 text encoders too; train.cpu_offload keeps shards,
 gradients and optimizer states in CPU memory. The discriminator (frozen DINOv2 + heads) is
 replicated with DDP, as released. Launch: torchrun, or `accelerate launch` with
 configs/accelerate/fsdp_gpu.yaml or fsdp2_accelerate.yaml (see README).
@@ -205,6 +205,9 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
     if s["fsdp"]:
         from torch.distributed.device_mesh import init_device_mesh
 
+        if not torch.distributed.is_initialized():  # one process (e.g. one GPU): FSDP2 needs a group of one
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                                 store=torch.distributed.HashStore(), rank=0, world_size=1)
         mesh = init_device_mesh(device.type, (accelerator.num_processes,))
 
         def shard(net: nn.Module) -> nn.Module:
@@ -217,20 +220,29 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
     if s["ema"] > 0:
         ema = backbone.init_student(device, torch.float32, weights=s["init_student"], shard=shard)
         ema.requires_grad_(False)
-    if s["fsdp"] and s["shard_teacher"]:
-        shard_like(teacher, mesh, reshard_after_forward=True)  # frozen FSDP2: all-gathered per block, per call
+    if s["fsdp"] and s["shard_teacher"]:  # frozen FSDP2, gathered on every rank at each call
+        from torch.distributed.fsdp import fully_shard
+
+        shard_like(teacher, mesh, reshard_after_forward=True)  # per block
+        for encoder in backbone.shardable_text_encoders():  # T5: gathered whole for the no-grad prompt encoding
+            fully_shard(encoder, mesh=mesh, reshard_after_forward=True)  # at the iteration start (no activations held)
     for net in (generator, fake_score):
         net.train()
         if s["gradient_checkpointing"]:
             net.enable_gradient_checkpointing()
+    vae = getattr(backbone, "vae", None)
+    if s["gradient_checkpointing"] and s["vfm"] and vae is not None:
+        vae.enable_gradient_checkpointing()  # the adversarial gradient runs through the decoder (released: on)
 
     discriminator = clip_text = None
     if s["vfm"]:
         clip_text = ClipTextEncoder.from_pretrained(s["clip"], device)
-        discriminator = _replicated(VFMDiscriminator.from_pretrained(
+        discriminator = VFMDiscriminator.from_pretrained(
             s["vfm_backbone"], clip_text.dim, feature_layers=s["vfm_layers"], downsample=s["vfm_downsample"],
-            diffaug=bool(s["diffaug"]), policy=s["diffaug"] or "", resolution=s["vfm_resolution"]
-        ).train(), accelerator)
+            diffaug=bool(s["diffaug"]), policy=s["diffaug"] or "", resolution=s["vfm_resolution"]).train()
+        if s["gradient_checkpointing"]:
+            discriminator.enable_gradient_checkpointing()
+        discriminator = _replicated(discriminator, accelerator)
     if not s["fsdp"]:
         generator, fake_score = accelerator.prepare_model(generator), accelerator.prepare_model(fake_score)
 

@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "precision": "fp32",             # "fp32" or "bf16" (policy: train/senseflow.py docstring)
     "gradient_checkpointing": False,  # activation checkpointing of every transformer/UNet block
     "fsdp": False,                   # FSDP2 (fully_shard) generator, fake score and EMA
-    "shard_teacher": False,          # with fsdp: shard the frozen teacher too (FSDP2, gathered per block)
+    "shard_teacher": False,          # with fsdp: shard the frozen teacher and T5 encoder too
     "cpu_offload": False,            # with fsdp: sharded weights, grads and optimizer states in CPU memory
     "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (bitsandbytes; released SD3.5-L / FLUX)
     "init_student": None,            # diffusers folder to start the generator from (e.g. an earlier 4-step student)

@@ -208,7 +208,20 @@ class VFMDiscriminator(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.backbone.eval()  # frozen VFM: no dropout / drop-path, whatever the heads do
+        if getattr(self, "_checkpointed_layers", None):
+            for layer in self._checkpointed_layers:  # the layer's own flag gates transformers' checkpointing;
+                layer.training = True                # its dropout/drop-path children stay in eval mode
         return self
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the frozen backbone's layers in the backward (the generator's adversarial gradient
+        passes through them; at 1024^2 DINOv2-L would otherwise keep ~10 GB of activations). Same
+        results: only what is stored for the backward changes."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._checkpointed_layers = [m for m in self.backbone.modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.train(self.training)
 
     def trainable_parameters(self):
         return self.heads.parameters()
