@@ -86,7 +86,7 @@ class Backbone(ABC):
     """A teacher model family: frozen text encoding, schedule, network calls, sampling, export."""
 
     family: str = ""
-    prediction: str = "flow"  # "flow" (velocity) or "eps" (DDPM noise)
+    prediction: str = "flow"  # "flow" (velocity), "eps" (DDPM noise) or "v" (DDPM v-prediction)
     denoiser_subfolder: str = "transformer"  # where the distilled network lives in the folder
     resolution: tuple[int, int] = (1024, 1024)  # (H, W) of generated images; families fix or take it at load
     num_train_timesteps: int = 1000
@@ -229,11 +229,20 @@ class Backbone(ABC):
         """The eps implied by a network output."""
         if self.prediction == "flow":
             return x_t + _bcast(1 - self.sigma(t), x_t) * output
+        if self.prediction == "v":  # v = alpha eps - sigma x0  =>  eps = sigma x_t + alpha v
+            return _bcast(self.sigma(t), x_t) * x_t + _bcast(self.alpha(t), x_t) * output
         return output
 
-    def training_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Regression target of the denoising loss (velocity eps - x0 or eps)."""
-        return noise - x0 if self.prediction == "flow" else noise
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Regression target of the denoising loss: velocity eps - x0 (flow), eps, or v = alpha eps -
+        sigma x0 (v-prediction DDPM teachers; needs t)."""
+        if self.prediction == "flow":
+            return noise - x0
+        if self.prediction == "v":
+            if t is None:
+                raise BackboneError("v-prediction needs the timestep for its training target")
+            return _bcast(self.alpha(t), x0) * noise - _bcast(self.sigma(t), x0) * x0
+        return noise
 
     def guided_output(self, net: nn.Module, x_t, t, cond: Conditioning, guidance_scale: float | torch.Tensor = 1.0,
                       uncond: Conditioning | None = None) -> torch.Tensor:
@@ -292,7 +301,7 @@ class Backbone(ABC):
         if self.prediction == "flow":
             return x_t + _bcast(self.sigma(t_next) - self.sigma(t), x_t) * output
         x0 = self.to_x0(output, x_t, t)
-        return self.add_noise(x0, output, t_next)
+        return self.add_noise(x0, self.to_noise(output, x_t, t), t_next)
 
     # ---- pixels ---------------------------------------------------------------------------
     @abstractmethod

@@ -27,6 +27,7 @@ from backbones.vae import decode_latents, encode_to_latents, load_vae, vae_scale
 
 DEFAULT_RESOLUTION = 1024
 TEACHER_SUBFOLDERS = ["unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"]
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v"}  # scheduler_config prediction_type -> ours
 
 
 def sdxl_time_ids(height: int, width: int) -> torch.Tensor:
@@ -51,9 +52,14 @@ class SDXLBackbone(Backbone):
     def __init__(self, denoiser: UNet2DConditionModel, vae, text_encoder: CLIPTextModel,
                  text_encoder_2: CLIPTextModelWithProjection, tokenizer, tokenizer_2,
                  resolution: int | tuple[int, int] = DEFAULT_RESOLUTION, beta_start: float = 0.00085,
-                 beta_end: float = 0.012, device="cpu", dtype=torch.float32):
-        """Build from already-constructed components; `resolution` (pixels) sets the time ids."""
+                 beta_end: float = 0.012, device="cpu", dtype=torch.float32, prediction: str = "eps"):
+        """Build from already-constructed components; `resolution` (pixels) sets the time ids;
+        `prediction` "eps" (SDXL base) or "v" (v-prediction fine-tunes; scheduler_config
+        prediction_type v_prediction)."""
         super().__init__(denoiser, device, dtype)
+        if prediction not in PREDICTION_TYPES.values():
+            raise BackboneError(f"SDXL prediction must be one of {sorted(PREDICTION_TYPES.values())}, got {prediction!r}")
+        self.prediction = prediction
         self.vae = vae
         self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
@@ -73,6 +79,11 @@ class SDXLBackbone(Backbone):
                 raise BackboneError(f"SDXL teacher {str(path)!r}: beta_schedule {cfg['beta_schedule']!r} "
                                     "is not supported (expected 'scaled_linear')")
             betas = {k: cfg[k] for k in ("beta_start", "beta_end") if k in cfg}
+            kind = cfg.get("prediction_type", "epsilon")
+            if kind not in PREDICTION_TYPES:
+                raise BackboneError(f"SDXL teacher {str(path)!r}: prediction_type {kind!r} is not supported "
+                                    f"(supported: {', '.join(PREDICTION_TYPES)})")
+            betas["prediction"] = PREDICTION_TYPES[kind]
 
         def frozen(model_cls, sub):
             return model_cls.from_pretrained(path / sub, torch_dtype=dtype).to(device).eval().requires_grad_(False)
@@ -94,7 +105,8 @@ class SDXLBackbone(Backbone):
         with timesteps=anchor_timesteps(n).long().tolist() and guidance_scale=0)."""
         if scheduler is None:
             scheduler = LCMScheduler(beta_start=self.beta_start, beta_end=self.beta_end, beta_schedule="scaled_linear",
-                                     num_train_timesteps=self.num_train_timesteps)
+                                     num_train_timesteps=self.num_train_timesteps,
+                                     prediction_type="v_prediction" if self.prediction == "v" else "epsilon")
         return StableDiffusionXLPipeline(
             vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2, tokenizer=self.tokenizer,
             tokenizer_2=self.tokenizer_2, unet=self.denoiser if unet is None else unet, scheduler=scheduler,
@@ -145,9 +157,12 @@ class SDXLBackbone(Backbone):
         return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator).float()
 
     def to_x0(self, output, x_t, t):
-        """(x_t - sqrt(1 - abar) eps) / sqrt(abar) in float64, returned in x_t's dtype."""
+        """eps: (x_t - sqrt(1 - abar) eps) / sqrt(abar); v: sqrt(abar) x_t - sqrt(1 - abar) v; in float64,
+        returned in x_t's dtype."""
         x64 = x_t.to(torch.float64)
         abar = _bcast(self._alphas_cumprod(t).to(x_t.device), x64)
+        if self.prediction == "v":
+            return (abar.sqrt() * x64 - (1 - abar).sqrt() * output.to(torch.float64)).to(x_t.dtype)
         return ((x64 - (1 - abar).sqrt() * output.to(torch.float64)) / abar.sqrt()).to(x_t.dtype)
 
     # ---- network --------------------------------------------------------------------------

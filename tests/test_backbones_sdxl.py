@@ -151,3 +151,42 @@ def test_load_errors_name_the_path(bb, tmp_path):
         load_backbone("sdxl", half)
     with pytest.raises(BackboneError, match="config.json"):
         bb.load_denoiser(tmp_path)
+
+
+def test_v_prediction_teacher_is_supported_end_to_end(tmp_path, noise):
+    """A teacher whose scheduler says prediction_type v_prediction: x0 / eps / training target are
+    v's, and the student samples exactly as StableDiffusionXLPipeline does (LCM and DDIM, v-pred)."""
+    path = tmp_path / "teacher_v"
+    pipe = StableDiffusionXLPipeline(**sdxl_components(seed=0), add_watermarker=False)
+    pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    pipe.save_pretrained(path)
+    bb = load_backbone("sdxl", path, resolution=RESOLUTION)
+    assert bb.prediction == "v"
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(noise.shape, generator=g), torch.randn(noise.shape, generator=g)
+    t = torch.tensor([999.0, 249.0])
+    x_t = bb.add_noise(x0, eps, t)
+    v = bb.training_target(x0, eps, t)
+    assert torch.allclose(bb.to_x0(v, x_t, t), x0, atol=1e-5) and torch.allclose(bb.to_noise(v, x_t, t), eps, atol=1e-5)
+
+    student = bb.init_student().eval()
+    cond = bb.encode_prompts(PROMPTS)
+    run = dict(prompt=PROMPTS, latents=noise, guidance_scale=0.0, height=RESOLUTION, width=RESOLUTION,
+               output_type="latent")
+    lcm = pipeline(path, student, LCMScheduler, prediction_type="v_prediction")
+    theirs = lcm(**run, timesteps=[int(t) for t in ANCHORS], generator=torch.Generator().manual_seed(5)).images
+    ours = bb.sample(student, cond, noise, 4, sampler="stochastic", generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(theirs, ours, atol=1e-4, rtol=1e-5)
+    ddim = pipeline(path, student, DDIMScheduler, timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
+                    prediction_type="v_prediction")
+    assert torch.allclose(ddim(**run, num_inference_steps=4).images, bb.sample(student, cond, noise, 4, sampler="euler"),
+                          atol=1e-4, rtol=1e-5)
+
+
+def test_unknown_prediction_type_is_a_clear_error(tmp_path):
+    path = tmp_path / "teacher_sample"
+    pipe = StableDiffusionXLPipeline(**sdxl_components(seed=0), add_watermarker=False)
+    pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type="sample")
+    pipe.save_pretrained(path)
+    with pytest.raises(BackboneError, match="prediction_type 'sample' is not supported"):
+        load_backbone("sdxl", path, resolution=RESOLUTION)

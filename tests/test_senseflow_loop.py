@@ -156,3 +156,24 @@ def test_cli_override_reaches_the_loop(assets, tmp_path):
     assert {int(st["step"]) for st in gen_opt.state.values()} == {3}  # iterations 0, 3, 6
     assert {int(st["step"]) for st in fake_opt.state.values()} == {7}
     assert (tmp_path / "run" / "student" / "transformer" / "config.json").is_file()
+
+
+def test_generator_can_start_from_an_earlier_student(assets, tmp_path):
+    """train.init_student: the paper's 1-step model is fine-tuned from the 4-step one. The generator
+    (and only the generator) starts from that student's weights; the fake score from the teacher."""
+    from safetensors.torch import load_file
+
+    from train.senseflow import train
+
+    train(tiny_settings(assets, steps=2, vfm=False), tmp_path / "four_step")
+    student_dir = tmp_path / "four_step" / "student"
+    earlier = load_file(str(student_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
+    run = build_run(tiny_settings(assets, num_steps=1, init_student=str(student_dir), vfm=False), tmp_path / "one_step")
+    gen, fake = params_state(run.generator), params_state(run.fake_score)
+    teacher = params_state(run.teacher)
+    assert all(torch.equal(gen[k], earlier[k]) for k in earlier)
+    assert any(not torch.equal(gen[k], teacher[k]) for k in teacher)
+    assert all(torch.equal(fake[k], teacher[k]) for k in teacher)
+    assert run.anchors.tolist() == [1000.0]
+    with pytest.raises(Exception, match="no .safetensors"):
+        build_run(tiny_settings(assets, init_student=str(tmp_path / "nowhere"), vfm=False), tmp_path / "bad")

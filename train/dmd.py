@@ -120,7 +120,7 @@ def fake_score_loss(backbone: Backbone, fake_net: nn.Module, x0_detached: torch.
     x0_detached: (B, ...) generator output (detached here in any case). t ~
     `backbone.sample_training_timesteps` (flow: logit-normal on the family's table; DDPM:
     uniform), eps ~ N(0, I), x_t = add_noise(x0, eps, t);
-    loss = mean((model_output(fake_net, x_t, t, cond) - training_target(x0, eps))^2), float32,
+    loss = mean((model_output(fake_net, x_t, t, cond) - training_target(x0, eps, t))^2), float32,
     no guidance and unit weighting. Only `fake_net` receives gradients.
     Returns (scalar loss, logs of detached tensors incl. the fake x0 prediction).
     """
@@ -129,7 +129,7 @@ def fake_score_loss(backbone: Backbone, fake_net: nn.Module, x0_detached: torch.
     eps = _randn_like(x0, generator)
     x_t = backbone.add_noise(x0, eps, t)
     out = backbone.model_output(fake_net, x_t, t, cond)
-    loss = F.mse_loss(out.float(), backbone.training_target(x0, eps).float(), reduction="mean")
+    loss = F.mse_loss(out.float(), backbone.training_target(x0, eps, t).float(), reduction="mean")
     logs = {"fake_score_loss": loss.detach(), "fake_x0": backbone.to_x0(out.detach(), x_t, t), "fake_t": t}
     return loss, logs
 
