@@ -56,3 +56,9 @@ def test_distill_stage_launcher_is_a_param():
     assert params["train"]["launch"] == DEFAULTS["launch"] == "python"
     assert load_settings(ROOT / "params.yaml", overrides=["train.launch=torchrun --nproc_per_node 8"])["launch"] \
         == "torchrun --nproc_per_node 8"
+
+
+def test_gpu_check_without_a_gpu_says_so():
+    proc = subprocess.run(["python", "-m", "train.gpu_check", "--out", "/nonexistent/gpu.json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "needs CUDA GPUs" in proc.stderr
