@@ -101,13 +101,14 @@ def test_params_yaml_resolves_every_preset_exactly(tmp_path, name):
     expected = {**DEFAULTS, **preset, **paths, "preset": name}
     assert {k: s[k] for k in expected} == expected
     assert set(s[PROVENANCE]) == set(paths)
-    assert all(by == {"preset": preset.get(k), "by": "params.yaml train"} for k, (_, by) in s[PROVENANCE].items())
+    assert all(where == {"value": paths[k], "preset": preset.get(k), "by": "params.yaml train"}
+               for k, where in s[PROVENANCE].items())
 
 
 def test_provenance_names_where_each_difference_came_from(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"ttur": 7}, "variants": {"wo_ida": {"ida": False}}}))
     s = load_settings(params, "wo_ida", ["train.adv_weight=0.5"])
-    assert s[PROVENANCE] == {"ttur": [7, {"preset": 5, "by": "params.yaml train"}],
-                             "ida": [False, {"preset": True, "by": "variant"}],
-                             "adv_weight": [0.5, {"preset": 0.1, "by": "-S"}]}
+    assert s[PROVENANCE] == {"ttur": {"value": 7, "preset": 5, "by": "params.yaml train"},
+                             "ida": {"value": False, "preset": True, "by": "variant"},
+                             "adv_weight": {"value": 0.5, "preset": 0.1, "by": "-S"}}

@@ -548,8 +548,9 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
         acc.print(f"senseflow: family {s['family']} preset {s['preset']}, {acc.num_processes} process(es)"
                   f"{' FSDP2' if s['fsdp'] else ''}, {s['precision']}, iterations {start}..{s['steps']}"
                   f"{f' (resumed from {ckpt})' if ckpt else ''}")
-        for key, (value, source) in s.get(PROVENANCE, {}).items():
-            acc.print(f"senseflow:   {key} = {value!r} (preset {s['preset']}: {source['preset']!r}; set by {source['by']})")
+        for key, where in s.get(PROVENANCE, {}).items():
+            acc.print(f"senseflow:   {key} = {where['value']!r} (preset {s['preset']}: {where['preset']!r}; "
+                      f"set by {where['by']})")
     loader = torch.utils.data.DataLoader(
         run.data, batch_sampler=StepBatchSampler(len(run.data), s["batch_size"], s["seed"], start, s["steps"],
                                                  acc.process_index, acc.num_processes),

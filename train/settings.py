@@ -34,7 +34,7 @@ import yaml
 from configs.params import ParamsError, load_params
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "families"
-PROVENANCE = "_provenance"  # settings key: {key: [value, {"preset": preset's value, "by": where it was set}]}
+PROVENANCE = "_provenance"  # settings key: {key: {"value": v, "preset": preset's value, "by": where it was set}}
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit")
 DMD_T_SAMPLINGS = ("uniform", "training")
@@ -163,7 +163,7 @@ def resolve(explicit: dict[str, Any], variant: dict[str, Any] | None = None, ove
     baseline = {**DEFAULTS, **preset}
     sources = [("params.yaml train", given), ("variant", variant or {}), ("-S", overrides or {})]
     settings[PROVENANCE] = {
-        key: [settings[key], {"preset": baseline.get(key), "by": [name for name, values in sources if key in values][-1]}]
+        key: {"value": settings[key], "preset": baseline.get(key), "by": [name for name, values in sources if key in values][-1]}
         for key in sorted(settings) if key not in ("preset", PROVENANCE) and settings[key] != baseline.get(key)}
     return settings
 
