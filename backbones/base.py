@@ -328,25 +328,31 @@ class Backbone(ABC):
                              config_from: nn.Module | None = None, max_shard_size: str = "10GB") -> Path:
         """`export_student` from a full state dict (e.g. gathered from FSDP2 shards on rank 0), without
         building a model: config.json of `config_from` (default: the student architecture) and the
-        weights as safetensors, split into shards with an index past `max_shard_size` as diffusers'
-        save_pretrained does."""
-        import json
-
-        from huggingface_hub import split_torch_state_dict_into_shards
-        from safetensors.torch import save_file
-
+        weights (`write_diffusers_weights`)."""
         target = Path(out_dir) / self.denoiser_subfolder
         target.mkdir(parents=True, exist_ok=True)
         (config_from if config_from is not None else self.student_skeleton()).save_config(target)
-        split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
-                                                   max_shard_size=max_shard_size)
-        for filename, names in split.filename_to_tensors.items():
-            save_file({n: state[n].detach().cpu().contiguous() for n in names}, str(target / filename),
-                      metadata={"format": "pt"})
-        if split.is_sharded:
-            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
-            (target / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        write_diffusers_weights(state, target, max_shard_size)
         return target
+
+
+def write_diffusers_weights(state: dict[str, torch.Tensor], folder: str | Path, max_shard_size: str = "10GB") -> None:
+    """A diffusers model folder's weights: diffusion_pytorch_model.safetensors, split into shards with
+    an index past `max_shard_size` as diffusers' save_pretrained does."""
+    import json
+
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state[n].detach().cpu().contiguous() for n in names}, str(folder / filename),
+                  metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 @torch.no_grad()

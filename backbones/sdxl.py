@@ -79,6 +79,9 @@ class SDXLBackbone(Backbone):
                 raise BackboneError(f"SDXL teacher {str(path)!r}: beta_schedule {cfg['beta_schedule']!r} "
                                     "is not supported (expected 'scaled_linear')")
             betas = {k: cfg[k] for k in ("beta_start", "beta_end") if k in cfg}
+            if cfg.get("rescale_betas_zero_snr", False):
+                raise BackboneError(f"SDXL teacher {str(path)!r}: rescale_betas_zero_snr (zero terminal SNR) is not "
+                                    "supported; its alphas differ from the scaled_linear schedule used here")
             kind = cfg.get("prediction_type", "epsilon")
             if kind not in PREDICTION_TYPES:
                 raise BackboneError(f"SDXL teacher {str(path)!r}: prediction_type {kind!r} is not supported "

@@ -86,8 +86,9 @@ def main():
     result["fsdp_heads_in_sync"] = replicas_in_sync(unwrap(fsdp_run.discriminator).heads)
     fsdp = everything(fsdp_run)
 
-    # kill-and-resume under FSDP2 + bf16 (the real-scale setting): sharded checkpoints, fp32 masters
-    bf16 = {**base, "fsdp": True, "precision": "bf16"}
+    # kill-and-resume under FSDP2 + bf16 + 8-bit AdamW (the released SD 3.5 Large / FLUX setting):
+    # sharded checkpoints, fp32 masters, 8-bit optimizer states
+    bf16 = {**base, "fsdp": True, "precision": "bf16", "optimizer": "adamw8bit"}
     straight = everything(senseflow.train(bf16, work / "fsdp_bf16", resume="fresh"))
     real_step = senseflow.train_step
 
@@ -108,19 +109,24 @@ def main():
                                         for p in net.parameters())
 
     if state.is_main_process:
+        from safetensors.torch import load_file
+
         keys = sorted(fsdp)
         result["same_keys"] = keys == sorted(resumed) == sorted(ddp) == sorted(straight)
         result["fsdp_resume_not_equal"] = [k for k in keys if not torch.equal(straight[k], resumed[k])]
         params = [k for k in keys if not k.startswith("opt.")]
         result["ddp_vs_fsdp_max_abs_diff"] = max(float((fsdp[k].float() - ddp[k].float()).abs().max()) for k in params)
-        from safetensors.torch import load_file
-
         for name, state_ in (("fsdp", fsdp), ("fsdp_bf16", straight)):
             exported = load_file(str(work / name / "student" / "transformer" / "diffusion_pytorch_model.safetensors"))
             result[f"{name}_export_equals_generator"] = all(
                 v.dtype == torch.float32 and torch.equal(v, state_[f"gen.{k}"]) for k, v in exported.items())
         ckpt = work / "fsdp_resumed" / "checkpoints" / "step_4"
         result["sharded_checkpoint_files"] = sorted(p.name for p in ckpt.iterdir())
+        result["sharded_checkpoint_has_no_weights_outside_shards"] = not list(ckpt.glob("transformer/*.safetensors"))
+        from train.export_checkpoint import export_checkpoint
+
+        offline = load_file(str(export_checkpoint(ckpt, work / "offline") / "diffusion_pytorch_model.safetensors"))
+        result["offline_export_equals_generator"] = all(torch.equal(v, resumed[f"gen.{k}"]) for k, v in offline.items())
         import torch.distributed.checkpoint as dcp
 
         meta = dcp.FileSystemReader(str(ckpt / "sharded")).read_metadata()

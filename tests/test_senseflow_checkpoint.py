@@ -138,6 +138,9 @@ def test_shortened_run_exports_the_student_of_its_own_last_step(assets, tmp_path
     at_2 = (out / "checkpoints" / "step_2" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert exported == at_2
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    [aside] = list((tmp_path / "run.superseded").iterdir())  # the longer run's student is kept, not overwritten
+    assert json.loads((aside / "summary.json").read_text())["steps"] == 4 and (aside / "student").is_dir()
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
 
 
 def test_checkpoint_layout_student_drops_into_teacher_folder(assets, tmp_path):
@@ -227,3 +230,22 @@ def test_non_finite_gradient_norm_stops_before_the_step(assets, tmp_path, monkey
     with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm of the generator .* iteration 0"):
         train(settings, tmp_path / "run")
     assert list_checkpoints(tmp_path / "run") == []
+
+
+def test_only_run_folders_are_ever_moved_and_world_size_changes_are_caught(assets, tmp_path):
+    from train.run_folder import plan_start
+
+    settings = tiny_settings(assets, steps=2)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(SettingsChangedError, match="does not look like a run folder"):
+        train(settings, mixed)
+    assert sorted(p.name for p in mixed.iterdir()) == ["notes.txt"]  # nothing moved or written
+
+    out = tmp_path / "run"
+    train(settings, out)
+    with pytest.raises(SettingsChangedError, match=r"world_size: 1 -> 8"):  # e.g. -S 'train.launch=torchrun ...'
+        plan_start(out, settings, "auto", world_size=8)
+    assert plan_start(out, settings, "supersede", world_size=8).action == "supersede"  # the DVC stage moves it aside
+    assert plan_start(out, settings, "auto", world_size=1).action == "resume"

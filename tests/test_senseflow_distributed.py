@@ -42,12 +42,14 @@ def test_ida_on_sharded_parameters_equals_the_formula(result):
 
 def test_sharded_resume_is_bit_identical_and_matches_ddp(result):
     assert result["fsdp_generator_is_dtensor"] and result["same_keys"]
-    assert result["fsdp_resume_not_equal"] == []  # FSDP2 + bf16, killed at iteration 3, resumed from step 2
+    assert result["fsdp_resume_not_equal"] == []  # FSDP2 + bf16 + 8-bit AdamW, killed at iteration 3, resumed from 2
     assert result["fsdp_export_equals_generator"] and result["fsdp_bf16_export_equals_generator"]
     assert result["ddp_vs_fsdp_max_abs_diff"] < 1e-4  # same math; only reduction order differs
 
 
 def test_sharded_checkpoints_keep_fp32_masters_and_gather_nothing(result):
     assert result["master_weights_fp32"]
-    assert result["sharded_checkpoint_files"] == ["sharded", "state.json"]  # no gathered student folder
+    assert result["sharded_checkpoint_files"] == ["sharded", "state.json", "transformer"]  # config.json only
+    assert result["sharded_checkpoint_has_no_weights_outside_shards"]
+    assert result["offline_export_equals_generator"]  # python -m train.export_checkpoint, one process
     assert result["sharded_checkpoint_dtypes"] == ["torch.float32"]

@@ -18,6 +18,7 @@ fake score, EMA, heads and optimizer states with torch.distributed.checkpoint, a
 trainers do (for FLUX a gathered checkpoint would be ~290 GB on rank 0):
 
     <out>/checkpoints/step_<N>/sharded/  torch.distributed.checkpoint folder (.metadata + __<rank>_*.distcp)
+    <out>/checkpoints/step_<N>/<denoiser_subfolder>/config.json   the student's config (no weights)
     <out>/checkpoints/step_<N>/state.json
 
 The student is gathered into its diffusers folder only at export (`<out>/student/`, end of the run)
@@ -35,6 +36,7 @@ import json
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +212,8 @@ def save_run_checkpoint(run, step: int) -> Path:
         import torch.distributed.checkpoint as dcp
 
         dcp.save(_sharded_state(run), checkpoint_id=str(tmp / SHARDED_DIR))
+        if acc.is_main_process:  # the student's config only: train.export_checkpoint rebuilds the folder from it
+            run.backbone.student_skeleton().save_config(tmp / run.backbone.denoiser_subfolder)
     elif acc.is_main_process:
         _write_full_state(run, tmp)
     if acc.is_main_process:
@@ -217,11 +221,9 @@ def save_run_checkpoint(run, step: int) -> Path:
             "step": step, "world_size": acc.num_processes, "family": run.settings["family"],
             "sharded": bool(run.settings["fsdp"]), "rng": rng, "history": run.history_state(),
             "settings": run.settings}, default=str))
-        if final.exists():  # a rerun of the same step (e.g. after a crash between rename and prune)
-            aside = root / f".step_{step}.replaced"
-            shutil.rmtree(aside, ignore_errors=True)
-            final.rename(aside)
-            shutil.rmtree(aside)
+        if final.exists():  # e.g. a damaged checkpoint the run fell back from: kept, renamed (never deleted)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            final.rename(root / f".step_{step}.replaced-{stamp}")
         tmp.rename(final)
         prune_checkpoints(run.out, step, run.settings["keep_checkpoints"])
     acc.wait_for_everyone()
@@ -303,14 +305,16 @@ def load_run_checkpoint(run, path: Path) -> int:
     if meta["world_size"] != world:
         raise CheckpointError(f"checkpoint {str(path)!r} was written by {meta['world_size']} process(es), this run "
                               f"has {world}; resume with the same number of processes")
-    if meta.get("sharded", False) != bool(run.settings["fsdp"]):
-        raise CheckpointError(f"checkpoint {str(path)!r} has sharded={meta.get('sharded', False)} but train.fsdp is "
-                              f"{run.settings['fsdp']}; resume with the setting it was written with")
+    if meta.get("sharded", False) and not run.settings["fsdp"]:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds FSDP shards but train.fsdp is false; resume with "
+                              f"train.fsdp: true, or export it with python -m train.export_checkpoint {path}")
     try:
         if meta.get("sharded", False):
             _load_sharded(run, path)
         else:
             _load_full(run, path)
+    except (torch.OutOfMemoryError, torch.distributed.DistBackendError):
+        raise  # not the checkpoint's fault: never fall back (and later replace it) because of these
     except (OSError, RuntimeError, KeyError, ValueError, SafetensorError, CheckpointException) as e:
         raise CheckpointDamagedError(f"checkpoint {str(path)!r} does not match this run or is damaged ({type(e).__name__}: "
                               f"{str(e)[:300]})") from None

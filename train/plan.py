@@ -153,10 +153,11 @@ class ActivationEstimate:
 
 
 def saved_activations(net: nn.Module, run_forward, compute_dtype: torch.dtype = torch.bfloat16,
-                      units: list[nn.Module] | None = None) -> ActivationEstimate:
+                      units: list[nn.Module] | None = None, trainable: bool = True) -> ActivationEstimate:
     """What autograd saves for the backward of `run_forward(net)` (its inputs on the meta device, in
     `compute_dtype`), attributed to the checkpointed blocks (`units`, default `shard_units(net)`:
-    the innermost ones count) for the checkpointed estimate."""
+    the innermost ones count) for the checkpointed estimate. `trainable=False`: a frozen net the
+    gradient only passes through (its inputs must require grad)."""
     params = {id(p) for p in net.parameters()}
     units = shard_units(net) if units is None else units
     leaves = [u for u in units if not any(o is not u and o in set(u.modules()) for o in units)]
@@ -190,7 +191,7 @@ def saved_activations(net: nn.Module, run_forward, compute_dtype: torch.dtype = 
     hooks = [h for u in leaves for h in (u.register_forward_pre_hook(pre, with_kwargs=True),
                                         u.register_forward_hook(post, with_kwargs=True))]
     try:
-        net.to(compute_dtype).requires_grad_(True)
+        net.to(compute_dtype).requires_grad_(trainable)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), flash_like_attention():
             run_forward(net)
     finally:
@@ -239,7 +240,6 @@ def vfm_activations(disc: nn.Module, batch: int, resolution: int, compute: torch
     with torch.no_grad():
         refs = [f.detach() for f in disc.features(torch.empty(batch, 3, resolution, resolution, device="meta"))]
     text = torch.empty(batch, disc.heads[0].cmapper.weight.shape[1], device="meta")
-    disc.heads.requires_grad_(False)
 
     class Whole(nn.Module):  # saved_activations needs a module; no checkpointing units inside
         def __init__(self):
@@ -248,7 +248,8 @@ def vfm_activations(disc: nn.Module, batch: int, resolution: int, compute: torch
 
     whole = Whole()
     layers = list(disc.backbone.encoder.layer)
-    est = saved_activations(whole, lambda m: m.disc(images, text, ref_features=refs), backbone_dtype, units=layers)
+    est = saved_activations(whole, lambda m: m.disc(images, text, ref_features=refs), backbone_dtype, units=layers,
+                            trainable=False)
     casts = est.weight_casts_checkpointed if checkpointing else est.weight_casts
     return (est.checkpointed if checkpointing else est.total) + (casts if compute == torch.bfloat16 else 0)
 
@@ -302,7 +303,8 @@ def plan(preset: str, gpus: int, gpu_memory_gb: float, **options) -> dict:
     detail = {"denoiser": activations}
     decoder = vae.decoder
     side, channels = res // 8, vae.config.latent_channels
-    dec = saved_activations(decoder, lambda d: d(torch.empty(batch, channels, side, side, device="meta")), torch.float32,
+    latents = torch.empty(batch, channels, side, side, device="meta", requires_grad=True)  # the generator's x0
+    dec = saved_activations(decoder, lambda d: d(latents), torch.float32, trainable=False,
                             units=[decoder.mid_block, *decoder.up_blocks])  # diffusers' checkpointing granularity
     detail["vae_decode"] = (dec.checkpointed if ckpt else dec.total) if s["vfm"] else 0
     if s["vfm"]:

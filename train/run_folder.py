@@ -11,12 +11,13 @@ decides one of:
   recorded in summary.json.
 - start: nothing to resume (an empty or new folder).
 - supersede: move everything in the folder to `<out>.superseded/<UTC time>/` and start over there.
-  Chosen for `--fresh`, for a folder with content but nothing resumable, and, with
-  `--on-change supersede` (the DVC stage: a rerun after a params change needs no manual step),
-  for a checkpoint written under other settings.
+  Chosen for `--fresh`, for a run folder with nothing resumable at or before `train.steps`, and,
+  with `--on-change supersede` (the DVC stage: a rerun after a params change needs no manual step),
+  for a checkpoint written under other settings or by another number of processes. Only a folder
+  holding nothing but run entries (RUN_ENTRIES) is ever moved.
 
-Otherwise a checkpoint of other settings makes the start fail before any model is loaded, naming
-the changed keys and the two ways on (`--fresh`, or another `--out`).
+Otherwise a checkpoint of other settings (or another world size) makes the start fail before any
+model is loaded, naming the changed keys and the two ways on (`--fresh`, or another `--out`).
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "s
 # settings a user may change when continuing a run (the NaN guard's advice; moved weight folders):
 # the run continues from the checkpoint under the new values, which summary.json records
 ADJUSTABLE_ON_RESUME = {"lr_generator", "lr_fake", "lr_discriminator", "grad_clip", "warmup_steps", "warmup_start",
-                        "precision", "teacher", "dataset", "clip", "vfm_backbone"}
+                        "precision"}
+# what a run folder holds; only a folder with nothing else in it is ever moved aside automatically
+RUN_ENTRIES = {"checkpoints", "dvclive", "samples", "student", "summary.json", ".student.tmp", ".student.old"}
 MODES = ("auto", "require", "fresh", "supersede")  # auto: refuse on other settings; supersede: move aside
 
 
@@ -51,12 +54,19 @@ class StartPlan:
     reason: str = ""
 
 
-def _saved_settings(path: Path) -> dict | None:
+def _saved_state(path: Path) -> dict | None:
+    """state.json of a checkpoint with its settings completed by today's DEFAULTS (a checkpoint
+    written before a key existed had that key's default), or None when unreadable."""
+    from train.settings import DEFAULTS
+
     try:
-        saved = json.loads((Path(path) / "state.json").read_text()).get("settings")
+        state = json.loads((Path(path) / "state.json").read_text())
+        saved = state.get("settings")
     except (OSError, ValueError, AttributeError):
         return None
-    return saved if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        return None
+    return {**state, "settings": {**_normalised(DEFAULTS), **saved}}
 
 
 def _normalised(settings: dict) -> dict:
@@ -74,61 +84,97 @@ def has_content(out: Path) -> bool:
     return Path(out).is_dir() and any(Path(out).iterdir())
 
 
-def plan_start(out: Path, settings: dict, mode: str = "auto") -> StartPlan:
+def plan_start(out: Path, settings: dict, mode: str = "auto", world_size: int = 1) -> StartPlan:
     """Decide what a start does with `out` (module docstring). Raises SettingsChangedError (auto /
-    require with a checkpoint of other settings) or FileNotFoundError (require, nothing to resume)."""
+    require with a checkpoint of other settings or another world size, or a folder with more than a
+    run in it) or FileNotFoundError (require, nothing to resume)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     out = Path(out)
     if mode == "fresh":
-        return StartPlan("supersede" if has_content(out) else "start", reason="--fresh")
+        return StartPlan(_supersede_or_start(out), reason="--fresh")
     warnings, readable = [], []
     for step, path in reversed(list_checkpoints(out)):
         if step > settings["steps"]:
             continue  # belongs to a longer run of these settings: kept, not used
-        saved = _saved_settings(path)
-        if saved is None:
+        state = _saved_state(path)
+        if state is None:
             warnings.append(f"checkpoint {path} has an unreadable state.json; skipping it")
         else:
-            readable.append((path, saved))
+            readable.append((path, state))
     if not readable:
         if mode == "require":
             raise FileNotFoundError(f"--resume: no intact checkpoint at or before step {settings['steps']} in "
                                     f"{str(out / 'checkpoints')!r}")
-        action = "supersede" if has_content(out) else "start"
-        return StartPlan(action, warnings=warnings, reason="nothing to resume")
-    newest, saved = readable[0]
-    diff = settings_diff(saved, settings)
-    blocking = {k: v for k, v in diff.items() if k not in ADJUSTABLE_ON_RESUME}
+        return StartPlan(_supersede_or_start(out), warnings=warnings, reason="nothing to resume at or before "
+                                                                              f"step {settings['steps']}")
+    newest, state = readable[0]
+
+    def blocking_of(state: dict) -> dict:
+        diff = {k: v for k, v in settings_diff(state["settings"], settings).items() if k not in ADJUSTABLE_ON_RESUME}
+        if state.get("world_size", world_size) != world_size:  # per-rank RNG streams need the same world
+            diff["world_size"] = (state.get("world_size"), world_size)
+        return diff
+
+    blocking = blocking_of(state)
     if blocking:
         if mode == "supersede":
-            return StartPlan("supersede", warnings=warnings, reason="other settings: " + _describe(blocking))
+            return StartPlan(_supersede_or_start(out), warnings=warnings, reason="other settings: " + _describe(blocking))
         raise SettingsChangedError(
             f"{out} holds a run with other settings ({_describe(blocking)}; checkpoint {newest.name}). Nothing was "
             f"changed. To keep it and start this one elsewhere, pass another --out; to move it aside to "
             f"{out.name}.superseded/ and start over in {out}, pass --fresh.")
-    same = [p for p, s in readable if not {k for k in settings_diff(s, settings) if k not in ADJUSTABLE_ON_RESUME}]
-    return StartPlan("resume", checkpoints=same, adjusted=diff, warnings=warnings)
+    same = [p for p, st in readable if not blocking_of(st)]
+    adjusted = {k: v for k, v in settings_diff(state["settings"], settings).items() if k in ADJUSTABLE_ON_RESUME}
+    return StartPlan("resume", checkpoints=same, adjusted=adjusted, warnings=warnings)
+
+
+def _supersede_or_start(out: Path) -> str:
+    """"supersede" for a folder holding a run (and nothing else), "start" for an empty or new one;
+    SettingsChangedError for a folder with other things in it (e.g. --out pointing at a parent)."""
+    if not has_content(out):
+        return "start"
+    others = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
+    if others or not out.resolve().name:
+        raise SettingsChangedError(
+            f"{out} is not empty and does not look like a run folder (it holds {others[:5]}); nothing was moved. "
+            f"Pass an empty or new --out, or the folder of a run (runs/distill/<variant>).")
+    return "supersede"
 
 
 def _describe(diff: dict[str, tuple]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
 
 
-def supersede(out: Path) -> Path:
-    """Move everything in `out` to `<out>.superseded/<UTC time>/` (never deletes); returns that folder."""
-    out = Path(out)
+def _superseded_dir(out: Path) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = out.parent / f"{out.name}.superseded" / stamp
+    target = out.parent / f"{out.resolve().name}.superseded" / stamp
     n = 1
     while target.exists():
         n += 1
-        target = out.parent / f"{out.name}.superseded" / f"{stamp}-{n}"
+        target = out.parent / f"{out.resolve().name}.superseded" / f"{stamp}-{n}"
     target.mkdir(parents=True)
+    return target
+
+
+def supersede(out: Path) -> Path:
+    """Move everything in `out` to `<out>.superseded/<UTC time>/` (never deletes); returns that folder."""
+    out = Path(out)
+    target = _superseded_dir(out)
     for item in sorted(out.iterdir()):
         item.rename(target / item.name)
     return target
 
 
-__all__ = ["RESUMABLE_ACROSS", "ADJUSTABLE_ON_RESUME", "MODES", "SettingsChangedError", "StartPlan", "settings_diff",
-           "plan_start", "supersede"]
+def supersede_entries(out: Path, names: list[str]) -> Path:
+    """Move only the named entries of `out` (those that exist) to `<out>.superseded/<UTC time>/`."""
+    out = Path(out)
+    target = _superseded_dir(out)
+    for name in names:
+        if (out / name).exists():
+            (out / name).rename(target / name)
+    return target
+
+
+__all__ = ["RESUMABLE_ACROSS", "ADJUSTABLE_ON_RESUME", "RUN_ENTRIES", "MODES", "SettingsChangedError", "StartPlan",
+           "settings_diff", "plan_start", "supersede", "supersede_entries"]

@@ -34,7 +34,7 @@ weights are then filled shard by shard from the teacher's files (train.init_stud
 earlier student). train.shard_teacher shards the frozen teacher and T5 text encoders too; train.cpu_offload keeps shards,
 gradients and optimizer states in CPU memory. The discriminator (frozen DINOv2 + heads) is
 replicated with DDP, as released. Launch: torchrun, or `accelerate launch` with
-configs/accelerate/fsdp_gpu.yaml or fsdp2_accelerate.yaml (see README).
+configs/accelerate/fsdp_gpu.yaml or fsdp2.yaml (see README).
 Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.yaml < variant < -S).
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
@@ -70,7 +70,7 @@ from backbones.base import Backbone
 from train.batches import StepBatchSampler
 from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_student, load_run_checkpoint,
                               save_run_checkpoint)
-from train.run_folder import StartPlan, plan_start, supersede
+from train.run_folder import StartPlan, plan_start, supersede, supersede_entries
 from train.clip_text import ClipTextEncoder
 from train.dataset import ImageTextDataset, load_dataset_json
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
@@ -147,16 +147,18 @@ def _load_teacher(s: dict, device) -> Backbone:
 
 
 def make_optimizer(params, lr: float, s: dict) -> torch.optim.Optimizer:
-    """train.optimizer: `adamw` (torch) or `adamw8bit` (bitsandbytes' AdamW8bit, as the released
-    SD 3.5 Large and FLUX trainers use; needs `pip install bitsandbytes` and a GPU)."""
+    """train.optimizer: `adamw` (torch) or `adamw8bit`: 8-bit AdamW states (the released SD 3.5 Large
+    and FLUX trainers use bitsandbytes' AdamW8bit; here torchao's AdamW8bit, which handles FSDP2's
+    DTensor parameters and checkpoints through torch.distributed.checkpoint; needs `pip install
+    torchao`). Parameters under 4096 elements keep fp32 states, as in both libraries."""
     kwargs = dict(lr=lr, betas=tuple(s["betas"]), eps=s["eps"], weight_decay=s["weight_decay"])
     if s["optimizer"] == "adamw8bit":
         try:
-            import bitsandbytes
+            from torchao.optim import AdamW8bit
         except ImportError:
-            raise ParamsError("train.optimizer: adamw8bit needs the bitsandbytes package (pip install "
-                              "bitsandbytes, on a CUDA machine); or set train.optimizer: adamw") from None
-        return bitsandbytes.optim.AdamW8bit(params, **kwargs)
+            raise ParamsError("train.optimizer: adamw8bit needs the torchao package (pip install torchao); "
+                              "or set train.optimizer: adamw") from None
+        return AdamW8bit(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
 
 
@@ -167,13 +169,19 @@ def _replicated(module: nn.Module, accelerator: Accelerator) -> nn.Module:
     if accelerator.num_processes == 1:
         return module
     device_ids = [accelerator.device.index] if accelerator.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    # gradients as views of DDP's buckets: no second copy of the heads' gradients
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, gradient_as_bucket_view=True)
 
 
 def make_accelerator(s: dict, out: Path) -> Accelerator:
     """The launch's Accelerator (process group, device, dvclive tracker), checked against the launcher."""
     # precision is the loop's own policy (precision_context), not accelerate's mixed_precision
-    accelerator = Accelerator(mixed_precision="no", log_with="dvclive", project_dir=str(out))
+    handlers = []
+    if s["cpu_offload"] and torch.cuda.is_available():  # offloaded gradients are reduced on CPU too
+        from accelerate.utils import InitProcessGroupKwargs
+
+        handlers.append(InitProcessGroupKwargs(backend="cpu:gloo,cuda:nccl"))
+    accelerator = Accelerator(mixed_precision="no", log_with="dvclive", project_dir=str(out), kwargs_handlers=handlers)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise RuntimeError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}: every "
@@ -201,7 +209,7 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
 
     backbone = _load_teacher(s, device)
     teacher = backbone.denoiser.eval().requires_grad_(False)
-    shard = None
+    shard = mesh = None
     if s["fsdp"]:
         from torch.distributed.device_mesh import init_device_mesh
 
@@ -212,6 +220,13 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
 
         def shard(net: nn.Module) -> nn.Module:
             return shard_like(net, mesh, cpu_offload=s["cpu_offload"])
+
+    if s["fsdp"] and s["shard_teacher"]:  # first: the start-up peak is one bf16 teacher, not teacher + students
+        from torch.distributed.fsdp import fully_shard
+
+        shard_like(teacher, mesh, reshard_after_forward=True)  # frozen FSDP2, gathered per block on every rank
+        for encoder in backbone.shardable_text_encoders():  # T5: gathered whole for the no-grad prompt encoding
+            fully_shard(encoder, mesh=mesh, reshard_after_forward=True)  # at the iteration start (no activations held)
     # trainable nets: fp32 master weights, built shard by shard from the weight files (never a full
     # extra copy on the device); the generator optionally from an earlier student (train.init_student)
     generator = backbone.init_student(device, torch.float32, weights=s["init_student"], shard=shard)
@@ -220,12 +235,6 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
     if s["ema"] > 0:
         ema = backbone.init_student(device, torch.float32, weights=s["init_student"], shard=shard)
         ema.requires_grad_(False)
-    if s["fsdp"] and s["shard_teacher"]:  # frozen FSDP2, gathered on every rank at each call
-        from torch.distributed.fsdp import fully_shard
-
-        shard_like(teacher, mesh, reshard_after_forward=True)  # per block
-        for encoder in backbone.shardable_text_encoders():  # T5: gathered whole for the no-grad prompt encoding
-            fully_shard(encoder, mesh=mesh, reshard_after_forward=True)  # at the iteration start (no activations held)
     for net in (generator, fake_score):
         net.train()
         if s["gradient_checkpointing"]:
@@ -275,7 +284,10 @@ def set_learning_rates(run: Run, step: int) -> dict[str, float]:
     lrs = {}
     for name, (_, opt) in run.optimizers.items():
         for group in opt.param_groups:
-            group["lr"] = run.base_lrs[name] * factor
+            if torch.is_tensor(group["lr"]):  # torchao's 8-bit AdamW keeps lr as a tensor
+                group["lr"].fill_(run.base_lrs[name] * factor)
+            else:
+                group["lr"] = run.base_lrs[name] * factor
         lrs[f"lr_{name}"] = run.base_lrs[name] * factor
     return lrs
 
@@ -303,8 +315,9 @@ def params_without_gradient(run: Run, params: list[torch.Tensor]) -> int:
     rank's shard (one all-reduce under FSDP). A silent precision/sharding bug (e.g. autocast's
     weight-cast cache under FSDP2) shows up here long before it shows in the losses."""
     local = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params)]
-    mass = torch.stack([g.detach().float().abs().sum() if g is not None and g.numel() else
-                        torch.zeros((), device=run.accelerator.device) for g in local])
+    device = run.accelerator.device
+    mass = torch.stack([g.detach().float().abs().sum().to(device) if g is not None and g.numel() else
+                        torch.zeros((), device=device) for g in local])
     if run.settings["fsdp"] and run.accelerator.num_processes > 1:
         torch.distributed.all_reduce(mass)
     return int(((mass == 0) | ~torch.isfinite(mass)).sum())
@@ -474,13 +487,15 @@ def export_final_student(run: Run) -> Path:
     export_student(run, tmp)
     if run.accelerator.is_main_process:
         if target.exists():
-            old = run.out / ".student.old"
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(target)
+            if (_exported_step(run.out) or 0) > run.settings["steps"]:  # a longer run's student: keep it
+                aside = supersede_entries(run.out, ["student", "summary.json"])
+                run.accelerator.print(f"senseflow: the student exported at another step was moved to {aside}")
+            else:  # this run's own earlier export (an earlier step of the same trajectory, or the same step)
+                old = run.out / ".student.old"
+                shutil.rmtree(old, ignore_errors=True)
+                target.rename(old)
+                shutil.rmtree(old)
+        tmp.rename(target)
     run.accelerator.wait_for_everyone()
     return target
 
@@ -493,11 +508,20 @@ def _exported_step(out: Path) -> int | None:
         return None
 
 
-def _all_ranks_ok(acc: Accelerator, ok: bool) -> bool:
-    flag = torch.tensor(float(ok), device=acc.device)
+def _agreed(acc: Accelerator, decide):
+    """`decide()` on rank 0, its result (or its exception) on every rank: all ranks act on one
+    decision about the run folder."""
+    outcome = [None, None]
+    if acc.is_main_process:
+        try:
+            outcome = [decide(), None]
+        except Exception as e:  # re-raised on every rank below
+            outcome = [None, e]
     if acc.num_processes > 1:
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag)
+        torch.distributed.broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
 
 
 def _resume(run: Run, plan: StartPlan) -> tuple[int, Path | None]:
@@ -505,13 +529,20 @@ def _resume(run: Run, plan: StartPlan) -> tuple[int, Path | None]:
     previous one for a damaged checkpoint. Returns (start iteration, checkpoint)."""
     acc = run.accelerator
     for ckpt in plan.checkpoints:
-        error = None
+        error, status = None, 0  # 0 loaded, 1 damaged (fall back), 2 unusable (stop)
         try:
             start = load_run_checkpoint(run, ckpt)
         except CheckpointDamagedError as e:
-            error = e
-        if _all_ranks_ok(acc, error is None):
+            error, status = e, 1
+        except CheckpointError as e:
+            error, status = e, 2
+        flag = torch.tensor(float(status), device=acc.device)
+        if acc.num_processes > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag == 0:
             return start, ckpt
+        if flag == 2:
+            raise error or CheckpointError(f"another rank could not use checkpoint {ckpt}")
         acc.print(f"senseflow: warning: {error or 'another rank failed to load ' + str(ckpt)}; falling back to the "
                   f"previous checkpoint")
     raise CheckpointError(f"no checkpoint in {str(run.out / 'checkpoints')!r} loads ({len(plan.checkpoints)} tried). "
@@ -525,8 +556,8 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     'fresh' move the folder's content aside and start over; 'supersede' like auto, but move a run of
     other settings aside instead of refusing (the DVC stage). Nothing is ever deleted."""
     out = Path(out)
-    plan = plan_start(out, settings, resume)  # raises before any model is loaded
     acc = make_accelerator(settings, out)
+    plan = _agreed(acc, lambda: plan_start(out, settings, resume, acc.num_processes))  # before any model loads
     for warning in plan.warnings:
         acc.print(f"senseflow: warning: {warning}")
     if plan.action == "supersede":

@@ -95,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "fsdp": False,                   # FSDP2 (fully_shard) generator, fake score and EMA
     "shard_teacher": False,          # with fsdp: shard the frozen teacher and T5 encoder too
     "cpu_offload": False,            # with fsdp: sharded weights, grads and optimizer states in CPU memory
-    "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (bitsandbytes; released SD3.5-L / FLUX)
+    "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (torchao, with fsdp; released SD3.5-L / FLUX)
     "init_student": None,            # diffusers folder to start the generator from (e.g. an earlier 4-step student)
     "launch": "python",              # the distill stage's launcher: python | torchrun ... | accelerate launch ... (README)
     # bookkeeping
@@ -217,6 +217,9 @@ def validate(s: dict[str, Any]) -> None:
     need(s["optimizer"] in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}")
     for key in ("shard_teacher", "cpu_offload"):
         need(not s[key] or s["fsdp"] is True, f"train.{key} needs train.fsdp: true")
+    need(s["optimizer"] != "adamw8bit" or s["fsdp"] is True,
+         "train.optimizer: adamw8bit needs train.fsdp: true (its states are checkpointed with "
+         "torch.distributed.checkpoint; one process works too)")
     need(s["init_student"] is None or (isinstance(s["init_student"], str) and bool(s["init_student"])),
          "train.init_student must be a local diffusers folder or null")
     need(s["isg_loss"] in ("l2", "pseudo_huber"), "train.isg_loss must be 'l2' or 'pseudo_huber'")
