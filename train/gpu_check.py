@@ -5,7 +5,7 @@
 1. Each tiny family (toy, sd3, flux, sdxl; tests/tiny_models.py) trains a few iterations under
    FSDP2 + bf16 (teacher and T5 sharded) on all visible GPUs (torchrun), every component on;
    records s/iter, peak memory per GPU, and whether every optimizer step had every parameter's
-   gradient (the loop's `params_without_grad_*`).
+   gradient (the loop's `params_without_grad_*`); FLUX once more with train.cpu_offload (CUDA only).
 2. A random-initialised SD3Transformer2DModel with SD 3.5 Medium's real dimensions
    (configs/models/sd35_medium_transformer.json) at 1024^2, batch 1, trains a few iterations on one
    GPU (FSDP2 of one, bf16, gradient checkpointing, 8-bit AdamW when bitsandbytes is installed,
@@ -65,7 +65,8 @@ def _worker(work: Path) -> None:
 
     assets = json.loads((work / "assets.json").read_text())
     results = {}
-    for family in FAMILIES:
+    for family, extra in [(f, {}) for f in FAMILIES] + [("flux", {"cpu_offload": True})]:
+        name = family + ("+cpu_offload" if extra else "")
         missing = []
         real_step = senseflow.train_step
 
@@ -76,11 +77,12 @@ def _worker(work: Path) -> None:
 
         senseflow.train_step = audited
         torch.cuda.reset_peak_memory_stats()
-        settings = tiny_family_settings(assets, family, precision="bf16", fsdp=True, shard_teacher=True, steps=6, ttur=2)
-        senseflow.train(settings, work / family, resume="fresh")
+        settings = tiny_family_settings(assets, family, precision="bf16", fsdp=True, shard_teacher=True, steps=6, ttur=2,
+                                        **extra)
+        senseflow.train(settings, work / name, resume="fresh")
         senseflow.train_step = real_step
-        summary = json.loads((work / family / "summary.json").read_text()) if int(os.environ.get("RANK", 0)) == 0 else {}
-        results[family] = {"s_per_iter": summary.get("s_per_iter"), "world_size": summary.get("world_size"),
+        summary = json.loads((work / name / "summary.json").read_text()) if int(os.environ.get("RANK", 0)) == 0 else {}
+        results[name] = {"s_per_iter": summary.get("s_per_iter"), "world_size": summary.get("world_size"),
                            "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9,
                            "every_parameter_had_a_gradient": not any(missing)}
     if int(os.environ.get("RANK", 0)) == 0:

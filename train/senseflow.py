@@ -206,6 +206,9 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
     records = load_dataset_json(s["dataset"])
     rngs = _seed_everything(s["seed"], accelerator.process_index)
     device = accelerator.device
+    if s["cpu_offload"] and device.type != "cuda":
+        raise ParamsError("train.cpu_offload moves FSDP2 shards, gradients and optimizer states from GPU to CPU "
+                          "memory: it needs CUDA GPUs (set train.cpu_offload: false here)")
 
     backbone = _load_teacher(s, device)
     teacher = backbone.denoiser.eval().requires_grad_(False)
