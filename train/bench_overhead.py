@@ -63,11 +63,12 @@ def _toy_stand_ins(train: dict, teacher_params: dict, root: Path) -> dict:
         Dinov2Model(dinov2_config()).save_pretrained(root / "dinov2")
         paths["vfm_backbone"], notes = str(root / "dinov2"), notes + ["random DINOv2 stand-in"]
     if not Path(train.get("dataset") or "").is_file():
-        paths["dataset"], notes = str(_random_dataset(root / "data", 32)), notes + ["random images"]
+        paths["dataset"], notes = str(random_dataset(root / "data", 32)), notes + ["random images"]
     return {"paths": paths, "notes": notes}
 
 
-def _random_dataset(root: Path, size: int, n: int = 64) -> Path:
+def random_dataset(root: Path, size: int, n: int = 64) -> Path:
+    """n random size x size images with four prompts, as an official SenseFlow dataset JSON."""
     import numpy as np
     from PIL import Image
 
@@ -107,7 +108,7 @@ def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[s
     Dinov2Model(dinov2_config(width=16, layers=2, heads=2)).save_pretrained(root / "dinov2")
     explicit = {"family": family, "preset": TINY_PRESETS[family], "teacher": str(root / "teacher"),
                 "clip": str(root / "clip"), "vfm_backbone": str(root / "dinov2"),
-                "dataset": str(_random_dataset(root / "data", 32, 16)), "resolution": 32, "batch_size": 2,
+                "dataset": str(random_dataset(root / "data", 32, 16)), "resolution": 32, "batch_size": 2,
                 "precision": "fp32", "vfm_downsample": 1, "threads": train.get("threads") or 0, **common}
     return resolve(explicit), ["tiny random config (tests/tiny_models.py)"]
 

@@ -8,7 +8,7 @@
    gradient (the loop's `params_without_grad_*`); FLUX once more with train.cpu_offload (CUDA only).
 2. A random-initialised SD3Transformer2DModel with SD 3.5 Medium's real dimensions
    (configs/models/sd35_medium_transformer.json) at 1024^2, batch 1, trains a few iterations on one
-   GPU (FSDP2 of one, bf16, gradient checkpointing, 8-bit AdamW when bitsandbytes is installed,
+   GPU (FSDP2 of one, bf16, gradient checkpointing, 8-bit AdamW when torchao is installed,
    discriminator off: its DINOv2-L / CLIP-L weights are not available), with tiny text encoders of
    the real widths and a random VAE of the real config; records s/iter and peak memory next to the
    memory planner's prediction for the same options (its text-encoder part left out: ours are tiny).
@@ -18,6 +18,7 @@ Nothing is downloaded; all weights are random. Takes a few minutes on one H100/H
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,9 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("toy", "sd3", "flux", "sdxl")
@@ -42,20 +41,6 @@ def _require_gpu() -> int:
     if not torch.cuda.is_available():
         raise NoGPUError("train.gpu_check needs CUDA GPUs (none visible here); run it on a GPU machine")
     return torch.cuda.device_count()
-
-
-def _dataset(root: Path, size: int, n: int = 8) -> Path:
-    from train.dataset import write_dataset_json
-
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = root / "images" / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    prompts = ["a red circle", "two blue squares", "a green triangle left of a white circle", "three purple circles"]
-    return write_dataset_json(root / "dataset.json", [str(i) for i in range(n)], paths, [prompts[i % 4] for i in range(n)])
 
 
 def _worker(work: Path) -> None:
@@ -129,21 +114,19 @@ def _sd35_medium_teacher(path: Path) -> None:
 
 def sd35_medium_one_gpu() -> dict:
     import train.senseflow as senseflow
+    from train.bench_overhead import random_dataset
     from train.plan import plan
     from train.settings import resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         _sd35_medium_teacher(work / "teacher")
-        try:
-            import bitsandbytes  # noqa: F401
-            optimizer = "adamw8bit"
-        except ImportError:
-            optimizer = "adamw"
+        # 8-bit AdamW as the released SD 3.5 Large / FLUX trainers (torchao), when installed
+        optimizer = "adamw8bit" if importlib.util.find_spec("torchao") else "adamw"
         options = dict(batch_size=1, precision="bf16", fsdp=True, shard_teacher=True, gradient_checkpointing=True,
                        optimizer=optimizer, vfm=False, resolution=1024)
         settings = resolve({"family": "sd3", "preset": "sd35_medium", "teacher": str(work / "teacher"),
-                            "dataset": str(_dataset(work / "data", 1024)), "clip": "-", "vfm_backbone": "-",
+                            "dataset": str(random_dataset(work / "data", 1024, 8)), "clip": "-", "vfm_backbone": "-",
                             "steps": 6, "ttur": 2, "checkpoint_every": 1000, "sample_every": 0, "sample_prompts": 1,
                             **options})
         torch.cuda.reset_peak_memory_stats()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -221,8 +222,7 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
                                                  store=torch.distributed.HashStore(), rank=0, world_size=1)
         mesh = init_device_mesh(device.type, (accelerator.num_processes,))
 
-        def shard(net: nn.Module) -> nn.Module:
-            return shard_like(net, mesh, cpu_offload=s["cpu_offload"])
+        shard = functools.partial(shard_like, mesh=mesh, cpu_offload=s["cpu_offload"])
 
     if s["fsdp"] and s["shard_teacher"]:  # first: the start-up peak is one bf16 teacher, not teacher + students
         from torch.distributed.fsdp import fully_shard
