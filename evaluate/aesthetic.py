@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
-from evaluate.weights import model_path
+from evaluate.weights import load_tensors, model_path
 
 MLP_SOURCE = ("https://github.com/christophschuhmann/improved-aesthetic-predictor "
               "(sac+logos+ava1-l14-linearMSE.pth)")
@@ -39,7 +39,7 @@ def openai_state_dict(path) -> dict:
     try:
         return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        state = load_tensors(path, "OpenAI CLIP checkpoint")
         return state.get("state_dict", state)
 
 

@@ -15,7 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from evaluate.weights import model_path
+from evaluate.weights import load_tensors, model_path
 
 SOURCE = "https://huggingface.co/xswu/HPSv2 (HPS_v2.1_compressed.pt or HPS_v2_compressed.pt)"
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -44,7 +44,7 @@ class HPSv2Scorer:
         path = model_path(models, "hpsv2", "the HPSv2 checkpoint", SOURCE, "file")
         arch = models.get("hpsv2_arch") or "ViT-H-14"
         self.model = open_clip.create_model(arch, pretrained=None).to(device).eval()
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+        ckpt = load_tensors(path, "HPSv2 checkpoint")
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{str(path)!r} is not an HPSv2 checkpoint (expected a dict with 'state_dict')")

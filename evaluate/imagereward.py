@@ -26,7 +26,7 @@ import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
 from evaluate.aesthetic import AestheticMLP
-from evaluate.weights import model_path
+from evaluate.weights import load_tensors, model_path
 
 SOURCE = "https://huggingface.co/THUDM/ImageReward (ImageReward.pt)"
 TOKENIZER_SOURCE = "https://huggingface.co/google-bert/bert-base-uncased (vocab.txt + tokenizer_config.json)"
@@ -81,7 +81,7 @@ class ImageRewardScorer:
         path = model_path(models, "imagereward", "ImageReward-v1.0 checkpoint", SOURCE, "file")
         tok_path = model_path(models, "imagereward_tokenizer", "the bert-base-uncased tokenizer folder",
                               TOKENIZER_SOURCE, "dir")
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        state = load_tensors(path, "ImageReward checkpoint")
         state = state.get("state_dict", state) if isinstance(state, dict) else None
         if not isinstance(state, dict) or "blip.visual_encoder.pos_embed" not in state:
             raise ValueError(f"{str(path)!r} is not an ImageReward checkpoint (no blip.visual_encoder.pos_embed)")

@@ -32,4 +32,26 @@ def model_path(models: dict, key: str, what: str, source: str, kind: str = "any"
     return path
 
 
-__all__ = ["MissingWeights", "model_path"]
+class UnsafeWeightsFile(ValueError):
+    """A weights file that can only be read by running arbitrary pickled code."""
+
+
+def load_tensors(path: Path, what: str):
+    """torch.load of a user-named weights file with weights_only=True (tensors, dicts, lists and plain
+    values only: a pickle cannot run code on load). A file that needs more is refused with how to
+    convert it once, in a trusted environment."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeWeightsFile(
+            f"{what} {str(path)!r} holds pickled objects other than tensors ({str(e).splitlines()[0][:160]}); it is "
+            f"not loaded, because that could run code. If you trust the file, convert it once: python -c \"import "
+            f"torch; s = torch.load('{path}', weights_only=False); torch.save(s.get('state_dict', s), "
+            f"'{Path(path).with_suffix('.weights.pt')}')\" and point params.yaml at the new file.") from None
+
+
+__all__ = ["MissingWeights", "UnsafeWeightsFile", "model_path", "load_tensors"]

@@ -107,3 +107,21 @@ def test_imagereward_matches_the_official_package():
     scores = scorer.score(images, data["prompts"])
     assert np.ptp(data["scores"]) > 1e-2  # the fixture's rewards differ between images
     np.testing.assert_allclose(scores, data["scores"], atol=1e-4)
+
+
+class _NotATensor:  # stands for anything a pickle could execute on load
+    pass
+
+
+def test_weights_files_are_loaded_without_running_pickled_code(tmp_path):
+    """Reward checkpoints named in params are read with weights_only=True; a file holding other
+    pickled objects is refused with how to convert it (nothing is executed)."""
+    from evaluate.weights import UnsafeWeightsFile, load_tensors
+
+    good = tmp_path / "good.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3, "name": "x"}, good)
+    assert torch.equal(load_tensors(good, "HPSv2 checkpoint")["state_dict"]["w"], torch.ones(2))
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "extra": _NotATensor()}, bad)
+    with pytest.raises(UnsafeWeightsFile, match=r"HPSv2 checkpoint .*bad\.pt.*convert it once"):
+        load_tensors(bad, "HPSv2 checkpoint")
