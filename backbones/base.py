@@ -24,8 +24,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from configs.cli import UserError
 
-class BackboneError(ValueError):
+
+class BackboneError(UserError, ValueError):
     """A user-fixable problem with a model family or its weights (raised before any work)."""
 
 

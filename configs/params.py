@@ -6,10 +6,13 @@ from typing import Any
 
 import yaml
 
+from configs.cli import UserError
+
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ParamsError(KeyError):
+class ParamsError(UserError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
 

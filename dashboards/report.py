@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from configs.cli import run_command
 from configs.params import load_params
 
 # DESIGN.md metric names of the metrics stage, in table order
@@ -216,6 +217,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
+    if not Path(args.results, "metrics").is_dir():  # an empty table would look like a pipeline with nothing run
+        raise FileNotFoundError(f"results folder {args.results!r} has no metrics/ (run `dvc repro` first, or pass "
+                                f"--results the folder the pipeline wrote)")
     table = write_report(args.params, args.results, args.out)
     ran = table.value.notna().sum()
     print(f"report: {len(table)} rows ({ran} with values) -> {args.out}/summary.csv, ablation.md, benchmarks.md")
@@ -223,4 +227,4 @@ def main(argv=None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

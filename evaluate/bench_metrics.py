@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from configs.cli import run_command
 from evaluate.frechet import INCEPTION_FILE, InceptionFeatures
 from evaluate.sample_folder import read_samples
 
@@ -139,4 +140,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from configs.cli import run_command
+
 BUDGET_FULL_S = 30 * 60
 BUDGET_NOOP_S = 10.0
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
@@ -127,4 +129,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from configs.cli import run_command
 from configs.params import load_params
 from evaluate.sampling import generate, load_generator
 from toyworld.grammar import GENEVAL_TASKS, prompt_set
@@ -83,4 +84,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from configs.cli import run_command
 from configs.params import ParamsError, load_params, subsection
 from evaluate.sampling import (SAMPLER_DEFAULTS, add_generator_arguments, generator_from_settings, render_missing,
                                reset_folder)
@@ -61,7 +62,11 @@ def prompt_plan(cfg: dict) -> list[dict]:
         path = Path(cfg["prompt_file"])
         if not path.is_file():
             raise ParamsError(f"eval.prompt_file {str(path)!r} not found")
-        prompts = [p.strip() for p in path.read_text().splitlines() if p.strip()]
+        try:
+            prompts = [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
+        except UnicodeDecodeError as e:
+            raise ParamsError(f"eval.prompt_file {str(path)!r} is not UTF-8 text (byte {e.start}): save it as "
+                              f"UTF-8") from None
         if len(prompts) < n_fid + n_div:
             raise ParamsError(f"eval.prompt_file has {len(prompts)} prompts; fid_prompts + diversity_prompts = "
                               f"{n_fid + n_div}")
@@ -102,4 +107,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

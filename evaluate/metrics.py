@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from configs.cli import run_command
 from configs.params import ParamsError, load_params
 from evaluate.diversity import LpipsDiversity, clip_diversity
 from evaluate.frechet import Dinov2Features, InceptionFeatures, fd
@@ -187,4 +188,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

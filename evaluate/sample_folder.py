@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from configs.cli import UserError
 
-class SampleFolderError(ValueError):
+
+class SampleFolderError(UserError, ValueError):
     """A samples folder that cannot be scored."""
 
 

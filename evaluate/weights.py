@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from configs.cli import UserError
 
-class MissingWeights(FileNotFoundError):
+
+class MissingWeights(UserError, FileNotFoundError):
     """A metric's weights are not at the configured local path."""
 
     def __init__(self, key: str, path, what: str, source: str):
@@ -32,7 +34,7 @@ def model_path(models: dict, key: str, what: str, source: str, kind: str = "any"
     return path
 
 
-class UnsafeWeightsFile(ValueError):
+class UnsafeWeightsFile(UserError, ValueError):
     """A weights file that can only be read by running arbitrary pickled code."""
 
 

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from configs.cli import run_command
 from configs.params import section
 from toyworld.dataset import write_toy_dataset
 from toyworld.grammar import TASKS
@@ -44,4 +45,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

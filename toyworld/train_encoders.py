@@ -61,6 +61,7 @@ from tqdm import tqdm
 from transformers import BitImageProcessor, CLIPImageProcessor, CLIPModel, Dinov2Model
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from configs.cli import run_command
 from configs.params import section
 from toyworld.encoders import MAX_TOKENS, build_tokenizer, clip_config, dinov2_config, tokenize
 from toyworld.grammar import COMPBENCH_RELATION, TASKS, prompt_set, sample_scene, sample_spec, split
@@ -748,4 +749,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from configs.cli import run_command
 from configs.params import load_params
 from train.batches import batch_indices
 from train.settings import resolve
@@ -192,4 +193,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

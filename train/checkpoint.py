@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
+from configs.cli import UserError
 from train.sharding import (full_model_state, full_optimizer_state, load_full_model_state,
                             load_full_optimizer_state, unwrap)
 
@@ -54,7 +55,7 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of an FSDP run's checkpoint
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used to resume (corrupt, or written by a different setup)."""
 
 

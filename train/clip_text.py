@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from configs.cli import UserError
 
-class ClipTextError(ValueError):
+
+class ClipTextError(UserError, ValueError):
     """A missing or unreadable CLIP folder (user-fixable)."""
 
 

@@ -15,10 +15,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from configs.cli import UserError
+
+
 REQUIRED_KEYS = ("keys", "image_paths", "prompts")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A malformed dataset JSON or a missing image (user-fixable)."""
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
 from backbones.base import write_diffusers_weights
+from configs.cli import run_command
 from train.checkpoint import SHARDED_DIR, CheckpointError
 
 
@@ -68,14 +68,10 @@ def main(argv=None) -> Path:
     ap.add_argument("--out", default=None)
     ap.add_argument("--ema", action="store_true", help="export the EMA generator (train.ema > 0)")
     args = ap.parse_args(argv)
-    try:
-        target = export_checkpoint(args.checkpoint, args.out, args.ema)
-    except (CheckpointError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    target = export_checkpoint(args.checkpoint, args.out, args.ema)
     print(f"exported {target}")
     return target
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -29,11 +29,14 @@ from pathlib import Path
 
 import torch
 
+from configs.cli import UserError, run_command
+
+
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("toy", "sd3", "flux", "sdxl")
 
 
-class NoGPUError(RuntimeError):
+class NoGPUError(UserError, RuntimeError):
     pass
 
 
@@ -150,11 +153,7 @@ def main(argv=None) -> dict:
     if args.worker:
         _worker(Path(args.worker))
         return {}
-    try:
-        gpus = _require_gpu()
-    except NoGPUError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    gpus = _require_gpu()  # NoGPUError: one line, exit 2 (configs.cli)
     report = {"device": torch.cuda.get_device_name(0), "gpus": gpus, "torch": torch.__version__,
               "tiny_families_fsdp2_bf16": tiny_families(gpus), "sd35_medium_real_dims_one_gpu": sd35_medium_one_gpu()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -164,4 +163,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

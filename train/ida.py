@@ -17,13 +17,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from configs.cli import UserError
+
+
 try:
     from torch.distributed.tensor import DTensor
 except ImportError:  # torch built without distributed
     DTensor = None
 
 
-class IDAMismatchError(ValueError):
+class IDAMismatchError(UserError, ValueError):
     """The fake score and the generator do not have the same parameter names/shapes/sharding."""
 
 

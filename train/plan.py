@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from configs.cli import run_command
 from train.settings import load_preset
 from train.sharding import shard_units
 
@@ -412,4 +413,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from configs.cli import UserError
 from train.checkpoint import list_checkpoints
 
 # settings that do not change the training trajectory: a checkpoint written under other values of
@@ -41,7 +42,7 @@ RUN_ENTRIES = {"checkpoints", "dvclive", "samples", "student", "summary.json", "
 MODES = ("auto", "require", "fresh", "supersede")  # auto: refuse on other settings; supersede: move aside
 
 
-class SettingsChangedError(RuntimeError):
+class SettingsChangedError(UserError, RuntimeError):
     """The run folder holds a checkpoint of other settings and the start may not move it aside."""
 
 

@@ -68,6 +68,7 @@ from transformers.utils import logging as transformers_logging
 
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
+from configs.cli import UserError, run_command
 from train.batches import StepBatchSampler
 from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_student, load_run_checkpoint,
                               save_run_checkpoint)
@@ -85,7 +86,7 @@ from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_gri
 from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss term became NaN/Inf; the run stops before applying it."""
 
 
@@ -650,4 +651,4 @@ def main(argv=None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

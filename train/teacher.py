@@ -25,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from backbones.toy import ToyBackbone
+from configs.cli import run_command
 from configs.params import section
 from train.dataset import ImageTextDataset, load_dataset_json
 from toyworld.world import RESOLUTION
@@ -175,4 +176,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from backbones.base import Backbone
+from configs.cli import UserError
 from train.diffaug import DEFAULT_POLICY, diff_augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,7 +48,7 @@ RELEASED_DEPTH = 24
 TIME_WEIGHT_MODES = ("alpha_sq", "one_minus_sigma_sq", "sqrt_alphabar")
 
 
-class VFMDiscriminatorError(ValueError):
+class VFMDiscriminatorError(UserError, ValueError):
     """A user-fixable problem with the discriminator's backbone or settings."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.run import DEFAULTS, run_geneval, score_layout
 from benchmarks.geneval.summary import summarize
+from configs.cli import run_command
 from configs.params import ParamsError, load_params, subsection
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
@@ -53,4 +54,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from benchmarks.geneval.rules import DetectedObject, attribute_reader
+from configs.cli import UserError
 from evaluate.clip_score import projected
 from toyworld.grading import oracle_candidates
 from toyworld.oracle import detect
@@ -33,7 +34,7 @@ TEMPLATES = ["a photo of a {c} {cls}", "a photo of a {c}-colored {cls}", "a phot
 OBJECT_NAMES = Path(__file__).resolve().parent / "prompts" / "object_names.txt"
 
 
-class MissingDetector(FileNotFoundError):
+class MissingDetector(UserError, FileNotFoundError):
     """A model of the official GenEval edition is not on disk."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from configs.cli import UserError
 from train.teacher_eval import eval_prompts
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
@@ -13,7 +14,7 @@ OFFICIAL_METADATA = PROMPT_DIR / "evaluation_metadata.jsonl"
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError, ValueError):
     """A GenEval metadata file that cannot be used."""
 
 

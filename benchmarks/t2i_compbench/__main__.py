@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.t2i_compbench.run import DEFAULTS, run_compbench
+from configs.cli import run_command
 from configs.params import ParamsError, load_params, subsection
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
@@ -36,4 +37,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -31,6 +31,7 @@ from PIL import Image
 
 from benchmarks.t2i_compbench.scoring import (DETECTOR_FRAME, Box, canonical_object, first_detection,
                                               yes_probability)
+from configs.cli import UserError
 from toyworld.oracle import detect
 from toyworld.world import PromptSpec, Requirement
 
@@ -38,7 +39,7 @@ NOUN_PHRASE_SKIP = {"top", "the side", "the left", "the right"}   # BLIP_vqa.py
 COMPLEX_PREPOSITIONS = ["on top of", "on bottom of", "on the left", "on the right", "next to", "on side of", "near"]
 
 
-class MissingModel(FileNotFoundError):
+class MissingModel(UserError, FileNotFoundError):
     """A model the official edition needs is not on disk."""
 
 

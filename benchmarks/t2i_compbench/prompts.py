@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from configs.cli import UserError
 from toyworld.grammar import prompt_set
 from toyworld.world import PromptSpec
 
@@ -18,7 +19,7 @@ PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(UserError, ValueError):
     """A prompt list that cannot be used as T2I-CompBench input."""
 
 
