@@ -1,6 +1,7 @@
 """Read sections of params.yaml with one clear error for a missing file, section or key."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from configs.cli import UserError
 
 
 DEFAULT_PARAMS = Path("params.yaml")
+# the top-level sections of params.yaml (DESIGN.md fixed names, plus the toy encoders' section)
+SECTIONS = ("seed", "toyworld", "teacher", "encoders", "train", "variants", "eval", "models", "benchmarks")
 
 
 class ParamsError(UserError, KeyError):
@@ -21,9 +24,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {str(path)!r} not found (run from the repository root)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ParamsError(f"params file {str(path)!r} must be a mapping of sections")
+    unknown = sorted(str(k) for k in data if k not in SECTIONS)
+    if unknown:  # a typo such as `trian:` would otherwise be ignored and the run use the defaults
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, SECTIONS, 1)) else repr(k)
+                 for k in unknown]
+        raise ParamsError(f"params file {str(path)!r}: unknown section(s) {', '.join(hints)}; known: "
+                          f"{', '.join(sorted(SECTIONS))}")
     return data
 
 

@@ -23,6 +23,7 @@ def errors(proc) -> list[str]:
 def bad(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     (root / "broken.yaml").write_text("train: {ttur: [1, 2\n")
+    (root / "typo.yaml").write_text((ROOT / "params.yaml").read_text().replace("\ntrain:", "\ntrian:"))
     (root / "latin1.txt").write_bytes("une licorne rouge, caf\xe9\n".encode("latin-1"))
     params = (ROOT / "params.yaml").read_text().replace("prompt_file: null", f"prompt_file: {root / 'latin1.txt'}")
     (root / "latin1_params.yaml").write_text(params)
@@ -32,6 +33,7 @@ def bad(tmp_path_factory):
 CASES = {
     "missing params file": (["train.senseflow", "--params", "{bad}/nope.yaml"], "params file"),
     "params not YAML": (["train.senseflow", "--params", "{bad}/broken.yaml"], "while parsing"),
+    "section typo": (["train.senseflow", "--params", "{bad}/typo.yaml"], "'trian' (did you mean 'train'?)"),
     "unknown train key": (["train.senseflow", "-S", "train.bogus=1"], "unknown train key"),
     "bad train value": (["train.senseflow", "-S", "train.precision=fp16"], "train.precision must be one of"),
     "unknown variant": (["train.senseflow", "--variant", "wo_everything"], "variant 'wo_everything'"),
@@ -41,7 +43,8 @@ CASES = {
                         "samples folder"),
     "missing geneval images": (["benchmarks.geneval", "--score-only", "{bad}/none", "--out", "{bad}/g"],
                                "GenEval image folder"),
-    "missing results": (["dashboards.report", "--results", "{bad}/none", "--out", "{bad}/rep"], "has no metrics/"),
+    "report on unknown family params": (["dashboards.report", "--params", "{bad}/typo.yaml", "--out", "{bad}/rep"],
+                                        "unknown section"),
     "no GPU": (["train.gpu_check", "--out", "{bad}/gpu.json"], "needs CUDA GPUs"),
     "prompt file not UTF-8": (["evaluate.generate", "--params", "{bad}/latin1_params.yaml", "--out", "{bad}/gen"],
                               "latin1.txt' is not UTF-8 text"),
