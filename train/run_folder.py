@@ -7,8 +7,7 @@ decides one of:
   fall-backs (a checkpoint whose state.json cannot be read is skipped with a warning; one whose
   weights fail to load falls back to the previous one, in `train.senseflow.train`). Changes of keys
   in RESUMABLE_ACROSS are silent; changes in ADJUSTABLE_ON_RESUME (learning rates, clipping,
-  precision, moved weight paths: what the NaN guard's advice changes) are allowed, printed and
-  recorded in summary.json.
+  precision: what the NaN guard's advice changes) are allowed, printed and recorded in summary.json.
 - start: nothing to resume (an empty or new folder).
 - supersede: move everything in the folder to `<out>.superseded/<UTC time>/` and start over there.
   Chosen for `--fresh`, for a run folder with nothing resumable at or before `train.steps`, and,
