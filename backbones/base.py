@@ -144,22 +144,25 @@ class Backbone(ABC):
         is discarded); the loop's gradient audit leaves them out. Default: none."""
         return set()
 
+    def _weights_folder(self, root: Path) -> Path | None:
+        """`root/<denoiser_subfolder>` or `root` itself, whichever holds .safetensors weights."""
+        for candidate in (root / self.denoiser_subfolder, root):
+            if candidate.is_dir() and any(candidate.glob("*.safetensors")):
+                return candidate
+        return None
+
     def denoiser_weights(self, path: str | Path | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, tensor) of a denoiser's weights, one at a time, in the dtype they are stored in:
         from `path` (a diffusers folder of this family, or its `<denoiser_subfolder>/`), else from
         the folder the teacher was loaded from, else from the teacher in memory (exact only when it
         is held in float32)."""
-        folder = None
-        for root in ([Path(path)] if path is not None else []) + ([self.source] if self.source else []):
-            for candidate in (root / self.denoiser_subfolder, root):
-                if candidate.is_dir() and any(candidate.glob("*.safetensors")):
-                    folder = candidate
-                    break
-            if folder is not None or path is not None:
-                break
-        if path is not None and folder is None:
-            raise BackboneError(f"{self.family} weights {str(path)!r}: no .safetensors in it or in its "
-                                f"{self.denoiser_subfolder}/ (expected a diffusers model folder)")
+        if path is not None:
+            folder = self._weights_folder(Path(path))
+            if folder is None:
+                raise BackboneError(f"{self.family} weights {str(path)!r}: no .safetensors in it or in its "
+                                    f"{self.denoiser_subfolder}/ (expected a diffusers model folder)")
+        else:
+            folder = self._weights_folder(self.source) if self.source else None
         if folder is None:
             yield from getattr(self.denoiser, "module", self.denoiser).state_dict().items()
             return

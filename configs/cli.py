@@ -18,14 +18,9 @@ class UserError(Exception):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, OSError, UnicodeDecodeError]
-    try:
-        import yaml
+    import yaml  # a pinned dependency; imported here so that importing this module stays free
 
-        errors.append(yaml.YAMLError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return UserError, OSError, UnicodeDecodeError, yaml.YAMLError
 
 
 def one_line(error: BaseException) -> str:

@@ -83,6 +83,15 @@ def params_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in getattr(net, "module", net).state_dict().items()}
 
 
+def all_family_assets(root: Path) -> dict[str, str]:
+    """`toy_assets` plus a tiny teacher folder per family under `teacher_<family>` (toy included)."""
+    assets = toy_assets(root)
+    assets["teacher_toy"] = assets["teacher"]
+    for family in ("sd3", "flux", "sdxl"):
+        assets[f"teacher_{family}"] = str(family_teacher(family, Path(root) / f"teacher_{family}"))
+    return assets
+
+
 FAMILY_PRESETS = {"toy": "toy", "sd3": "sd35_medium", "flux": "flux", "sdxl": "sdxl"}
 
 

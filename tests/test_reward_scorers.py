@@ -109,8 +109,8 @@ def test_imagereward_matches_the_official_package():
     np.testing.assert_allclose(scores, data["scores"], atol=1e-4)
 
 
-class _NotATensor:  # stands for anything a pickle could execute on load
-    pass
+class _NotATensor:
+    """Stands for any pickled object that would run code on load."""
 
 
 def test_weights_files_are_loaded_without_running_pickled_code(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.senseflow_assets import family_teacher, toy_assets
+from tests.senseflow_assets import all_family_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 ITERATIONS, TTUR = 4, 2
@@ -28,11 +28,7 @@ TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     work = tmp_path_factory.mktemp("gradients")
-    assets = toy_assets(work / "assets")
-    assets["teacher_toy"] = assets["teacher"]
-    for family in ("sd3", "flux", "sdxl"):
-        assets[f"teacher_{family}"] = str(family_teacher(family, work / "assets" / f"teacher_{family}"))
-    (work / "assets.json").write_text(json.dumps(assets))
+    (work / "assets.json").write_text(json.dumps(all_family_assets(work / "assets")))
     return work
 
 

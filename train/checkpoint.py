@@ -251,7 +251,7 @@ def _load_folder_state(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_student(run, folder: Path) -> Path:
+def export_run_student(run, folder: Path) -> Path:
     """The run's student (its EMA when kept) as `<folder>/<denoiser_subfolder>/`, from the live nets:
     under FSDP the full state is gathered onto rank 0's CPU only here (collective: every rank calls
     it); rank 0 writes. Returns the written subfolder."""
@@ -325,4 +325,4 @@ def load_run_checkpoint(run, path: Path) -> int:
 
 
 __all__ = ["CheckpointError", "CheckpointDamagedError", "checkpoint_root", "list_checkpoints", "latest_checkpoint", "capture_rng",
-           "restore_rng", "prune_checkpoints", "export_student", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]
+           "restore_rng", "prune_checkpoints", "export_run_student", "save_optimizer", "load_optimizer", "save_run_checkpoint", "load_run_checkpoint"]

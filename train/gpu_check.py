@@ -37,7 +37,7 @@ FAMILIES = ("toy", "sd3", "flux", "sdxl")
 
 
 class NoGPUError(UserError, RuntimeError):
-    pass
+    """The GPU check was started on a machine without CUDA GPUs."""
 
 
 def _require_gpu() -> int:
@@ -79,15 +79,11 @@ def _worker(work: Path) -> None:
 
 
 def tiny_families(gpus: int) -> dict:
-    from tests.senseflow_assets import family_teacher, toy_assets
+    from tests.senseflow_assets import all_family_assets
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        assets = toy_assets(work / "assets")
-        assets["teacher_toy"] = assets["teacher"]
-        for family in ("sd3", "flux", "sdxl"):
-            assets[f"teacher_{family}"] = str(family_teacher(family, work / "assets" / f"teacher_{family}"))
-        (work / "assets.json").write_text(json.dumps(assets))
+        (work / "assets.json").write_text(json.dumps(all_family_assets(work / "assets")))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
                         "-m", "train.gpu_check", "--worker", str(work)], cwd=ROOT, env=env, check=True)

@@ -240,15 +240,8 @@ def vfm_activations(disc: nn.Module, batch: int, resolution: int, compute: torch
     with torch.no_grad():
         refs = [f.detach() for f in disc.features(torch.empty(batch, 3, resolution, resolution, device="meta"))]
     text = torch.empty(batch, disc.heads[0].cmapper.weight.shape[1], device="meta")
-
-    class Whole(nn.Module):  # saved_activations needs a module; no checkpointing units inside
-        def __init__(self):
-            super().__init__()
-            self.disc = disc
-
-    whole = Whole()
     layers = list(disc.backbone.encoder.layer)
-    est = saved_activations(whole, lambda m: m.disc(images, text, ref_features=refs), backbone_dtype, units=layers,
+    est = saved_activations(disc, lambda d: d(images, text, ref_features=refs), backbone_dtype, units=layers,
                             trainable=False)
     casts = est.weight_casts_checkpointed if checkpointing else est.weight_casts
     return (est.checkpointed if checkpointing else est.total) + (casts if compute == torch.bfloat16 else 0)

@@ -70,7 +70,7 @@ from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
 from configs.cli import UserError, run_command
 from train.batches import StepBatchSampler
-from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_student, load_run_checkpoint,
+from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_run_student, load_run_checkpoint,
                               save_run_checkpoint)
 from train.run_folder import StartPlan, plan_start, supersede, supersede_entries
 from train.clip_text import ClipTextEncoder
@@ -318,10 +318,13 @@ def params_without_gradient(run: Run, params: list[torch.Tensor]) -> int:
     """How many of `params` have no gradient, or an all-zero or non-finite one, summed over every
     rank's shard (one all-reduce under FSDP). A silent precision/sharding bug (e.g. autocast's
     weight-cast cache under FSDP2) shows up here long before it shows in the losses."""
-    local = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params)]
     device = run.accelerator.device
-    mass = torch.stack([g.detach().float().abs().sum().to(device) if g is not None and g.numel() else
-                        torch.zeros((), device=device) for g in local])
+    grads = [p.grad for p in params]
+    present = [i for i, g in enumerate(grads) if g is not None and g.numel()]
+    local = [grads[i].to_local() if hasattr(grads[i], "to_local") else grads[i] for i in present]
+    mass = torch.zeros(len(params), device=device)
+    if local:  # one fused L1 norm per parameter (a hot path: every optimizer step)
+        mass[present] = torch.stack(torch._foreach_norm([g.detach() for g in local], 1)).float().to(device)
     if run.settings["fsdp"] and run.accelerator.num_processes > 1:
         torch.distributed.all_reduce(mass)
     return int(((mass == 0) | ~torch.isfinite(mass)).sum())
@@ -488,7 +491,7 @@ def export_final_student(run: Run) -> Path:
     target, tmp = run.out / "student", run.out / ".student.tmp"
     if run.accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    export_student(run, tmp)
+    export_run_student(run, tmp)
     if run.accelerator.is_main_process:
         if target.exists():
             if (_exported_step(run.out) or 0) > run.settings["steps"]:  # a longer run's student: keep it
