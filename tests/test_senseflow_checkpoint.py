@@ -81,16 +81,18 @@ def test_run_of_other_settings_is_never_deleted(assets, tmp_path, capsys):
             train(tiny_settings(assets, steps=4, ttur=1), out, resume=mode)
     assert checkpoint_files(out / "checkpoints") == before
 
+    [earlier] = list((tmp_path / "run.superseded").iterdir())  # the step-2 student, kept when step 4 was exported
+    assert json.loads((earlier / "summary.json").read_text())["steps"] == 2 and (earlier / "student").is_dir()
     train(tiny_settings(assets, steps=2, ttur=1), out, resume="supersede")
     assert "moved the previous run" in capsys.readouterr().out
-    [aside] = list((tmp_path / "run.superseded").iterdir())
+    [aside] = [p for p in (tmp_path / "run.superseded").iterdir() if p != earlier]
     assert checkpoint_files(aside / "checkpoints") == before  # the old run, intact and readable
     assert (aside / "student").is_dir() and (aside / "summary.json").is_file()
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == 0
     assert [s for s, _ in list_checkpoints(out)] == [2]
 
     train(tiny_settings(assets, steps=2, ttur=1), out, resume="fresh")
-    assert len(list((tmp_path / "run.superseded").iterdir())) == 2
+    assert len(list((tmp_path / "run.superseded").iterdir())) == 3
 
 
 def test_damaged_checkpoints_fall_back_to_the_previous_intact_one(assets, tmp_path, capsys):

@@ -494,10 +494,10 @@ def export_final_student(run: Run) -> Path:
     export_run_student(run, tmp)
     if run.accelerator.is_main_process:
         if target.exists():
-            if (_exported_step(run.out) or 0) > run.settings["steps"]:  # a longer run's student: keep it
+            if _exported_step(run.out) != run.settings["steps"]:  # another step's student (maybe evaluated): keep it
                 aside = supersede_entries(run.out, ["student", "summary.json"])
                 run.accelerator.print(f"senseflow: the student exported at another step was moved to {aside}")
-            else:  # this run's own earlier export (an earlier step of the same trajectory, or the same step)
+            else:  # re-export of this very step from the same checkpoint: the same weights
                 old = run.out / ".student.old"
                 shutil.rmtree(old, ignore_errors=True)
                 target.rename(old)
