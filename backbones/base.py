@@ -75,12 +75,13 @@ def require_folder(path: str | Path, needed: list[str], what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise BackboneError(
-            f"{what}: weights folder {str(path)!r} does not exist. Point `models` in params.yaml "
-            f"(or --model-path) at a local diffusers folder; nothing is downloaded at run time."
-        )
+            f"{what}: weights folder does not exist ({path}): point the setting that names it (train.teacher for "
+            f"training, --teacher for generation and benchmarks) at a local diffusers folder; nothing is "
+            f"downloaded at run time")
     missing = [n for n in needed if not (path / n).exists()]
     if missing:
-        raise BackboneError(f"{what}: {str(path)!r} lacks {', '.join(missing)} (expected a diffusers folder).")
+        raise BackboneError(f"{what}: not a complete diffusers folder ({path}): it lacks {', '.join(missing)}; "
+                            f"point to the folder that holds them")
     return path
 
 

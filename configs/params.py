@@ -1,4 +1,9 @@
-"""Read sections of params.yaml with one clear error for a missing file, section or key."""
+"""Read params.yaml, checked as a whole against configs/schema.py before any command starts work.
+
+Unknown sections and keys are refused with a close-match suggestion; every value is type- and
+range-checked (a number YAML read as text, such as `1e-4`, is converted); the problems are listed in
+one message naming each key. `section`/`subsection` return a section merged over its defaults.
+"""
 from __future__ import annotations
 
 import difflib
@@ -8,11 +13,10 @@ from typing import Any
 import yaml
 
 from configs.cli import UserError
-
+from configs.schema import SCHEMA, Section, check
 
 DEFAULT_PARAMS = Path("params.yaml")
-# the top-level sections of params.yaml (DESIGN.md fixed names, plus the toy encoders' section)
-SECTIONS = ("seed", "toyworld", "teacher", "encoders", "train", "variants", "eval", "models", "benchmarks")
+SECTIONS = tuple(SCHEMA)  # the top-level sections of params.yaml (DESIGN.md fixed names + the toy encoders')
 
 
 class ParamsError(UserError, KeyError):
@@ -20,44 +24,83 @@ class ParamsError(UserError, KeyError):
         return str(self.args[0])
 
 
+def problems_error(source: str, problems: list[tuple[str, str]]) -> ParamsError:
+    """One message for every problem: `invalid params (<source>: k1; k2): k1: why; k2: why`."""
+    keys = "; ".join(key for key, _ in problems)
+    if len(problems) == 1:
+        return ParamsError(f"invalid params ({source}: {keys}): {problems[0][1]}")
+    return ParamsError(f"invalid params ({source}: {keys}): " + "; ".join(f"{k}: {why}" for k, why in problems))
+
+
+def validate_params(data: dict, source: str) -> dict[str, Any]:
+    """The params converted and checked against the schema (raises ParamsError listing every problem)."""
+    unknown = [str(k) for k in data if k not in SCHEMA]
+    problems: list[tuple[str, str]] = []
+    for name in unknown:  # a typo such as `trian:` would otherwise be ignored and the run use the defaults
+        close = difflib.get_close_matches(name, SECTIONS, 1)
+        problems.append((name, f"unknown section {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + f"; known sections: {', '.join(sorted(SECTIONS))}"))
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in unknown:
+            continue
+        spec = SCHEMA[name]
+        if name == "train":  # null = "the preset's value" (train/settings.py)
+            out[name], found = check(spec, value, name, allow_null=True)
+        elif name == "variants":
+            out[name], found = {}, []
+            if value is not None and not isinstance(value, dict):
+                found = [(name, f"need a mapping of variant name -> train keys, got {value!r}")]
+            for variant, keys in (value or {}).items() if isinstance(value, dict) else ():
+                out[name][variant], inner = check(SCHEMA["train"], keys, f"variants.{variant}")
+                found += inner
+        elif isinstance(spec, Section):
+            out[name], found = check(spec, value, name)
+        else:
+            try:
+                out[name], found = spec(value, name), []
+            except ValueError as e:
+                out[name], found = value, [(name, str(e))]
+        problems += found
+    if problems:
+        raise problems_error(source, problems)
+    return out
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The whole params file, checked and converted (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"params file {str(path)!r} not found (run from the repository root)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raise ParamsError(f"params file not found ({path}): run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"params file is not valid YAML ({path}): {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
-        raise ParamsError(f"params file {str(path)!r} must be a mapping of sections")
-    unknown = sorted(str(k) for k in data if k not in SECTIONS)
-    if unknown:  # a typo such as `trian:` would otherwise be ignored and the run use the defaults
-        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, SECTIONS, 1)) else repr(k)
-                 for k in unknown]
-        raise ParamsError(f"params file {str(path)!r}: unknown section(s) {', '.join(hints)}; known: "
-                          f"{', '.join(sorted(SECTIONS))}")
-    return data
+        raise ParamsError(f"params file is not a mapping of sections ({path}): write `section:` blocks as in "
+                          f"the shipped params.yaml")
+    return validate_params(data, str(path))
 
 
-def section(name: str, path: str | Path = DEFAULT_PARAMS, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One top-level section, merged over `defaults`; keys not in `defaults` are rejected when
-    defaults are given, so a typo in params.yaml fails loudly instead of being ignored."""
-    data = load_params(path)
-    if name not in data:
-        raise ParamsError(f"params file {str(path)!r} has no section {name!r}")
-    if defaults is None:
-        return dict(data[name] or {})
-    return subsection(data, name, defaults)
+def section(name: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """One top-level section of the params file merged over its defaults."""
+    return subsection(load_params(path), name)
 
 
-def subsection(params: dict, path: str, defaults: dict[str, Any], editions: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """A nested section (`benchmarks.geneval`) of loaded params merged over `defaults`, rejecting
-    unknown keys; with `editions`, its `edition` must be one of them."""
+def subsection(params: dict, path: str, editions: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A (nested, `benchmarks.geneval`) section of loaded params merged over its schema defaults."""
+    spec: Any = SCHEMA
     node: Any = params
     for part in path.split("."):
+        spec = spec[part] if isinstance(spec, dict) else spec.defaults[part]
         node = (node or {}).get(part) if isinstance(node, dict) else None
-    got = node or {}
-    unknown = sorted(set(got) - set(defaults))
-    if unknown:
-        raise ParamsError(f"unknown key(s) {unknown} in params {path}; known: {sorted(defaults)}")
-    cfg = {**defaults, **got}
+    cfg = spec.plain_defaults()
+    for key, value in (node or {}).items():
+        cfg[key] = {**cfg[key], **(value or {})} if isinstance(cfg.get(key), dict) and key in spec.defaults \
+            and isinstance(spec.defaults[key], Section) else value
     if editions is not None and cfg.get("edition") not in editions:
-        raise ParamsError(f"{path}.edition must be one of {', '.join(editions)}, got {cfg.get('edition')!r}")
+        raise ParamsError(f"invalid params ({path}.edition): need one of {', '.join(editions)}, got {cfg.get('edition')!r}")
     return cfg
+
+
+__all__ = ["ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]

@@ -1,13 +1,17 @@
 """SenseFlow workbench dashboard.
 
-    streamlit run dashboards/app.py          # http://localhost:8501 (.streamlit/config.toml binds localhost)
+    python -m dashboards                     # http://localhost:8501, from any working directory
+    streamlit run dashboards/app.py          # the same from the repository root (.streamlit/config.toml)
 
 Reads results/ (the `report` stage's summary.csv, or the per-stage JSONs), runs/distill/<v>/dvclive
 and `dvc exp show`; locations can be changed with SENSEFLOW_RESULTS / SENSEFLOW_RUNS / SENSEFLOW_PARAMS
-(dashboards/results.py). Every section degrades to a message when its inputs are missing.
+(dashboards/results.py). Every section degrades to a message when its inputs are missing. Served on
+every interface (no .streamlit/config.toml in the working directory, or --server.address 0.0.0.0)
+the app shows no results unless started with `python -m dashboards --share`.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 from dashboards import results as R  # noqa: E402
 
 st.set_page_config(page_title="SenseFlow workbench", layout="wide")
+LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
+if st.get_option("server.address") not in LOCAL_ADDRESSES and not os.environ.get("SENSEFLOW_DASHBOARD_SHARE"):
+    st.error(f"This dashboard is served on every network interface (server.address "
+             f"{st.get_option('server.address') or 'unset'!r}), so it shows nothing. Start it with "
+             "`python -m dashboards` (localhost), or `python -m dashboards --share` to share it deliberately.")
+    st.stop()
 st.title("SenseFlow workbench")
 loc = R.Locations.from_env()
 table = R.load_table(loc)

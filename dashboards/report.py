@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
 from configs.params import load_params
+from configs.paths import readable_folder, writable_folder
 
 # DESIGN.md metric names of the metrics stage, in table order
 METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
@@ -201,7 +202,9 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
 def write_report(params_path: str | Path, results: str | Path, out: str | Path,
                  revision: str | None = None) -> pd.DataFrame:
     params = load_params(params_path)
-    results, out = Path(results), Path(out)
+    results, out = Path(results), writable_folder(out, "the report folder", "--out")
+    if results.exists():  # a missing results folder gives the empty table (nothing has run yet)
+        readable_folder(results, "the results folder", "--results")
     table = results_table(params, results, revision)
     variants = list(params.get("variants") or {})
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +215,7 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
 
 
 def main(argv=None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="results")

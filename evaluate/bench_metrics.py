@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_file
 from evaluate.frechet import INCEPTION_FILE, InceptionFeatures
 from evaluate.sample_folder import read_samples
 
@@ -114,16 +115,17 @@ def bench_suite(params: str, samples: str, reference: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--images", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--images", type=count(2), default=128)
+    ap.add_argument("--rounds", type=count(1), default=3)
+    ap.add_argument("--batch-size", type=count(1), default=32)
     ap.add_argument("--samples", default="results/samples/full")
     ap.add_argument("--reference", default="results/samples/teacher")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=count(1), default=2)
     ap.add_argument("--out", default="results/bench/metrics.json")
     args = ap.parse_args(argv)
+    writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     torch.set_num_threads(args.threads)
     result = {"fid_feature_path": bench_fid_path(args.images, args.rounds, args.batch_size), "threads": args.threads}
     if Path(args.samples).is_dir() and Path(args.reference).is_dir():

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
+from configs.paths import writable_file
 
 BUDGET_FULL_S = 30 * 60
 BUDGET_NOOP_S = 10.0
@@ -85,13 +86,14 @@ def git_head(repo: Path) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", default=".", help="repository to clone (its HEAD commit)")
     ap.add_argument("--workdir", default=None, help="where to clone (default: a new temp folder, removed after)")
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="results/bench/pipeline.json")
     ap.add_argument("--keep", action="store_true", help="keep the clone (default: removed unless --workdir)")
     args = ap.parse_args(argv)
+    writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     repo = Path(args.repo).resolve()
     if not (repo / "dvc.yaml").is_file():
         raise SystemExit(f"{repo} has no dvc.yaml (run from the repository root or pass --repo)")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_file
 from configs.params import load_params
 from evaluate.sampling import generate, load_generator
 from toyworld.grammar import GENEVAL_TASKS, prompt_set
@@ -38,17 +39,18 @@ def images_per_second(gen, prompts: list[str], seeds: list[int], batch_size: int
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--student", default="runs/distill/full", help="distill run dir (or its student/ folder)")
-    ap.add_argument("--student-steps", type=int, default=4)
+    ap.add_argument("--student-steps", type=count(1), default=4)
     ap.add_argument("--student-sampler", default="stochastic", choices=["stochastic", "euler"])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=count(1), default=5)
+    ap.add_argument("--images", type=count(1), default=64)
+    ap.add_argument("--batch-size", type=count(1), default=64)
+    ap.add_argument("--threads", type=count(1), default=2)
     ap.add_argument("--out", default="results/bench/sampling.json")
     args = ap.parse_args(argv)
+    writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     train, teacher_eval = params.get("train", {}), params.get("teacher", {}).get("eval", {})

@@ -23,28 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
-from evaluate.sampling import (SAMPLER_DEFAULTS, add_generator_arguments, generator_from_settings, render_missing,
+from configs.paths import text_lines, writable_folder
+from configs.schema import SCHEMA
+from evaluate.sampling import (add_generator_arguments, generator_from_settings, render_missing,
                                reset_folder)
 from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
 
-DEFAULTS = {
-    "seed": 0,
-    "prompt_file": None,          # real runs: one prompt per line (first fid_prompts + diversity_prompts used)
-    "fid_prompts": 384,
-    "diversity_prompts": 8,
-    "diversity_samples": 16,
-    "batch_size": 64,
-    **SAMPLER_DEFAULTS,
-    "metrics": ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
-                "imagereward", "aesv2", "lpips_diversity", "clip_diversity"],
-    "batch_size_metrics": 64,
-}
+DEFAULTS = SCHEMA["eval"].plain_defaults()  # keys, defaults and rules: configs/schema.py
 
 
 def eval_settings(params: dict) -> dict:
-    return subsection(params, "eval", DEFAULTS)
+    return subsection(params, "eval")
 
 
 def toy_prompts(n: int, seed: int) -> list[str]:
@@ -59,17 +50,11 @@ def prompt_plan(cfg: dict) -> list[dict]:
     """Rows (prompt_index, k, prompt, seed, group) of the evaluation set."""
     n_fid, n_div = int(cfg["fid_prompts"]), int(cfg["diversity_prompts"])
     if cfg["prompt_file"]:
-        path = Path(cfg["prompt_file"])
-        if not path.is_file():
-            raise ParamsError(f"eval.prompt_file {str(path)!r} not found")
-        try:
-            prompts = [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
-        except UnicodeDecodeError as e:
-            raise ParamsError(f"eval.prompt_file {str(path)!r} is not UTF-8 text (byte {e.start}): save it as "
-                              f"UTF-8") from None
+        prompts = text_lines(cfg["prompt_file"], "the prompt file", "eval.prompt_file")
         if len(prompts) < n_fid + n_div:
-            raise ParamsError(f"eval.prompt_file has {len(prompts)} prompts; fid_prompts + diversity_prompts = "
-                              f"{n_fid + n_div}")
+            raise ParamsError(f"the prompt file is too short (eval.prompt_file: {cfg['prompt_file']}): it has "
+                              f"{len(prompts)} prompts, eval.fid_prompts + eval.diversity_prompts need {n_fid + n_div}; "
+                              f"add prompts or lower those counts")
     else:
         prompts = toy_prompts(n_fid + n_div, int(cfg["seed"]))
     rows = []
@@ -94,13 +79,13 @@ def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
     args = ap.parse_args(argv)
     cfg = eval_settings(load_params(args.params))
     rows = prompt_plan(cfg)
+    out = writable_folder(args.out, "the sample folder", "--out")
     gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
-    out = Path(args.out)
     write_samples(gen, rows, out, int(cfg["batch_size"]))
     print(f"generate: {len(rows)} images -> {out}")
     return out

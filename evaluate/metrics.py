@@ -30,8 +30,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params
+from configs.paths import writable_folder
 from evaluate.diversity import LpipsDiversity, clip_diversity
 from evaluate.frechet import Dinov2Features, InceptionFeatures, fd
 from evaluate.clip_score import ClipScorer
@@ -153,6 +154,8 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     models = params.get("models") or {}
     student, teacher = read_samples(samples), read_samples(reference)
     check_aligned(student, teacher)
+    student.verify(), teacher.verify()  # a broken image stops here, before any model loads
+    writable_folder(out, "the metrics folder", "--out")
     loaded, skipped, described = load_models(list(cfg["metrics"]), models, family, device)
     values: dict[str, float | None] = {m: None for m in cfg["metrics"]}
     counts: dict[str, int] = {}
@@ -173,7 +176,7 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--family", default="toy")
     ap.add_argument("--samples", required=True)

@@ -32,6 +32,24 @@ class Samples:
     def group(self, name: str) -> list[int]:
         return [i for i, r in enumerate(self.rows) if r.get("group") == name]
 
+    def verify(self) -> tuple[int, int]:
+        """Every listed image opens as a complete image of one size (PIL's header + integrity check,
+        no full decode), so a broken file stops the command before any metric runs; returns (W, H)."""
+        size = None
+        for path in self.paths():
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+                    here = im.size
+            except (OSError, UnidentifiedImageError, SyntaxError) as e:
+                raise SampleFolderError(f"unreadable image ({path}): {e}; regenerate the folder "
+                                        f"{str(self.folder)!r}") from None
+            if size is not None and here != size:
+                raise SampleFolderError(f"image of another size ({path}): {here[0]}x{here[1]}, earlier images "
+                                        f"{size[0]}x{size[1]}; regenerate the folder {str(self.folder)!r}")
+            size = here
+        return size
+
     def load(self, indices: list[int] | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8; every image readable and of one size."""
         paths = self.paths()

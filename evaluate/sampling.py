@@ -12,7 +12,6 @@ seeded by the first seed of each batch, so it is reproducible for a fixed batch 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +21,13 @@ from tqdm import tqdm
 
 from backbones import load_backbone
 from backbones.base import Backbone, BackboneError
+from configs.paths import readable_folder, supersede
+from configs.schema import SAMPLER
 from evaluate.images import save_png, to_uint8
 
 SAMPLERS = ("euler", "stochastic")
 # the sampler block every generating stage's settings carry (eval, benchmarks.geneval, benchmarks.compbench)
-SAMPLER_DEFAULTS = {
-    "teacher_steps": 20,           # teacher reference samples: Euler steps at teacher_guidance (CFG)
-    "teacher_guidance": 2.0,
-    "student_steps": 4,
-    "student_sampler": "stochastic",  # the paper's "Ours"; euler = "Ours (Euler)"
-    "student_guidance": 1.0,
-}
+SAMPLER_DEFAULTS = dict(SAMPLER)  # teacher reference (Euler, CFG) and student sampling: configs/schema.py
 
 
 @dataclass
@@ -95,7 +90,11 @@ def add_generator_arguments(ap) -> None:
 def generator_from_settings(family: str, teacher: str | Path, student: str | Path | None, cfg: dict) -> Generator:
     """The generator a stage samples with: the student at `student_steps` / `student_sampler` /
     `student_guidance` of a settings block (eval, benchmarks.geneval, benchmarks.compbench), or,
-    without a student, the teacher at `teacher_steps` Euler steps and `teacher_guidance`."""
+    without a student, the teacher at `teacher_steps` Euler steps and `teacher_guidance`. The folders
+    are checked (naming their flags) before anything loads."""
+    readable_folder(teacher, "the teacher folder", "--teacher")
+    if student:
+        readable_folder(student, "the student folder", "--student")
     if student:
         return load_generator(family, teacher, student, steps=cfg["student_steps"], sampler=cfg["student_sampler"],
                               guidance_scale=cfg["student_guidance"])
@@ -133,13 +132,13 @@ def generate(gen: Generator, prompts: list[str], seeds: list[int], batch_size: i
 
 def reset_folder(folder: Path, settings: dict, label: str) -> None:
     """Keep a partly generated `folder` only if its generation.json records the same `settings`
-    (compared in their JSON form); otherwise clear it. Then (re)write the record."""
+    (compared in their JSON form); otherwise move its content to `<folder>.superseded/<UTC time>/`
+    (never deleted). Then (re)write the record."""
     folder = Path(folder)
     settings = json.loads(json.dumps(settings))
     record = folder / "generation.json"
     if record.is_file() and json.loads(record.read_text()) != settings:
-        print(f"{label}: {folder} was generated with other settings; regenerating")
-        shutil.rmtree(folder)
+        print(f"{label}: {folder} was generated with other settings; its images moved to {supersede(folder)}")
     folder.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(settings, indent=2))
 

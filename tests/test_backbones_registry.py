@@ -22,5 +22,5 @@ def test_unknown_family_lists_the_known_ones(tmp_path):
 
 @pytest.mark.parametrize("family", ["sd3", "flux", "sdxl"])
 def test_missing_folder_names_the_path(family, tmp_path):
-    with pytest.raises(BackboneError, match=f"{family}-weights.*does not exist"):
+    with pytest.raises(BackboneError, match=f"does not exist.*{family}-weights"):
         load_backbone(family, tmp_path / f"{family}-weights")

@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from configs.cli import CommandLineError
 from train.bench_overhead import main
 
 
@@ -29,5 +30,5 @@ def test_overhead_json_has_the_fixed_keys(tmp_path):
 
 
 def test_unknown_family_is_a_usage_error(tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(CommandLineError, match=r"unknown families \['nope'\]"):
         main(["--families", "toy,nope", "--out", str(tmp_path / "o.json")])

@@ -43,6 +43,32 @@ def run_app(monkeypatch, tmp_path, params, res, runs):
     return at.run()
 
 
+@pytest.fixture(autouse=True)
+def server_address():
+    """Streamlit's server.address as `python -m dashboards` sets it (localhost), whatever the test's cwd;
+    restored afterwards."""
+    from streamlit import config
+
+    previous = config.get_option("server.address")
+    config.set_option("server.address", "localhost")
+    yield config
+    config.set_option("server.address", previous)
+
+
+def test_dashboard_served_on_every_interface_shows_nothing(monkeypatch, tmp_path, server_address):
+    """Started from another folder, `streamlit run` misses .streamlit/config.toml and binds every
+    interface: the app then refuses to show results unless shared deliberately."""
+    params, res, runs = full_tree(tmp_path)
+    at = run_app(monkeypatch, tmp_path, params, res, runs)
+    assert not at.error and at.dataframe  # localhost: results shown
+    server_address.set_option("server.address", None)
+    at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=60).run()
+    assert "served on every network interface" in at.error[0].value and not at.dataframe
+    monkeypatch.setenv("SENSEFLOW_DASHBOARD_SHARE", "1")  # python -m dashboards --share
+    at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.error and at.dataframe
+
+
 def test_dashboard_renders_a_results_tree(monkeypatch, tmp_path):
     params, res, runs = full_tree(tmp_path)
     at = run_app(monkeypatch, tmp_path, params, res, runs)

@@ -29,13 +29,13 @@ def test_valid_file_loads(tmp_path, image):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
-    ([1, 2], "must be an object"),
+    ([1, 2], "is not an object"),
     ({"keys": [], "image_paths": []}, "lacks \\['prompts'\\]"),
     ({"keys": ["0", "1"], "image_paths": ["/x.png"], "prompts": ["a"]}, "unequal lengths"),
     ({"keys": [], "image_paths": [], "prompts": []}, "is empty"),
-    ({"keys": ["0"], "image_paths": ["rel.png"], "prompts": ["a"]}, "must be absolute"),
+    ({"keys": ["0"], "image_paths": ["rel.png"], "prompts": ["a"]}, "relative image path"),
     ({"keys": ["0"], "image_paths": ["/definitely/missing.png"], "prompts": ["a"]}, "missing"),
-    ({"keys": ["0"], "image_paths": "/x.png", "prompts": ["a"]}, "must be a list"),
+    ({"keys": ["0"], "image_paths": "/x.png", "prompts": ["a"]}, "that is not a list"),
 ])
 def test_malformed_files_are_rejected(tmp_path, content, message):
     with pytest.raises(DatasetError, match=message):

@@ -16,6 +16,7 @@ from benchmarks.geneval.detectors import MissingDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, TASKS, read_metadata, toy_metadata
 from benchmarks.geneval.run import scan_layout, score_layout
 from benchmarks.geneval.summary import summarize
+from configs.cli import UserError
 from toyworld.grammar import sample_scene
 from toyworld.render import render
 from toyworld.world import PromptSpec
@@ -89,7 +90,7 @@ def test_cli_end_to_end_and_resume(tmp_path):
 
 
 def test_bad_metadata_and_layout(tmp_path):
-    with pytest.raises(MetadataError, match="not found"):
+    with pytest.raises(UserError, match=r"does not exist \(benchmarks.geneval.metadata: "):
         read_metadata(tmp_path / "none.jsonl")
     (tmp_path / "bad.jsonl").write_text('{"tag": "colors", "prompt": "x"}\n')
     with pytest.raises(MetadataError, match="missing"):

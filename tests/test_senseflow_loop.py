@@ -175,5 +175,8 @@ def test_generator_can_start_from_an_earlier_student(assets, tmp_path):
     assert any(not torch.equal(gen[k], teacher[k]) for k in teacher)
     assert all(torch.equal(fake[k], teacher[k]) for k in teacher)
     assert run.anchors.tolist() == [1000.0]
-    with pytest.raises(Exception, match="no .safetensors"):
+    with pytest.raises(Exception, match=r"student to start from does not exist \(train.init_student: "):
         build_run(tiny_settings(assets, init_student=str(tmp_path / "nowhere"), vfm=False), tmp_path / "bad")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no .safetensors"):
+        build_run(tiny_settings(assets, init_student=str(tmp_path / "empty"), vfm=False), tmp_path / "bad")

@@ -57,17 +57,20 @@ def test_precedence_defaults_preset_explicit_variant_override(tmp_path):
 
 
 def test_errors_name_the_problem(tmp_path):
-    with pytest.raises(ParamsError, match="unknown train key"):
+    with pytest.raises(ParamsError, match=r"train.idaa\): unknown key \(did you mean 'ida'\?\)"):
         resolve({"idaa": True})
-    with pytest.raises(ParamsError, match="unknown train key"):
+    with pytest.raises(ParamsError, match=r"\(-S: train.bogus\): unknown key"):
         parse_overrides(["train.bogus=1"])
+    assert parse_overrides(["train.lr_generator=1e-4"])["lr_generator"] == 1e-4  # YAML reads 1e-4 as text
+    with pytest.raises(ParamsError, match=r"train.steps\): need an integer >= 1, got 'abc'"):
+        parse_overrides(["steps=abc"])
     with pytest.raises(ParamsError, match="does not match preset"):
         resolve({"family": "toy", "preset": "flux", "teacher": "t", "dataset": "d"})
     with pytest.raises(ParamsError, match="no file"):
         resolve({"preset": "nope"})
     with pytest.raises(ParamsError, match="real_guidance"):
         resolve({"real_guidance": [5, 2]})
-    with pytest.raises(ParamsError, match="train.teacher is not set"):
+    with pytest.raises(ParamsError, match=r"train.teacher\): not set"):
         resolve({"preset": "sdxl", "family": "sdxl", "dataset": "d", "clip": "c", "vfm_backbone": "v"})
     with pytest.raises(ParamsError, match="variant"):
         p = tmp_path / "p.yaml"

@@ -8,32 +8,25 @@ import argparse
 import json
 from pathlib import Path
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
+from configs.paths import writable_folder
 from configs.params import section
+from configs.schema import SCHEMA
 from toyworld.dataset import write_toy_dataset
-from toyworld.grammar import TASKS
 from toyworld.oracle_validation import garbage_survives, validate
 
-DEFAULTS = {
-    "seed": 0,
-    "train_size": 40000,
-    "task_weights": dict.fromkeys(TASKS, 1.0),
-    "oracle_validation_size": 2000,
-    "oracle_noise": 12.0,
-    "oracle_blur": 0.5,
-}
+DEFAULTS = SCHEMA["toyworld"].plain_defaults()  # keys, defaults and rules: configs/schema.py
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/toyworld")
     ap.add_argument("--results", default="results/toyworld")
     args = ap.parse_args(argv)
-    p = section("toyworld", args.params, DEFAULTS)
-    unknown = sorted(set(p["task_weights"]) - set(TASKS))
-    if unknown:
-        raise SystemExit(f"toyworld.task_weights: unknown task(s) {unknown}; known: {list(TASKS)}")
+    writable_folder(args.out, "the ToyWorld data folder", "--out")  # checked before any work
+    writable_folder(args.results, "the oracle validation folder", "--results")  # checked before any work
+    p = section("toyworld", args.params)
 
     write_toy_dataset(Path(args.out) / "train", p["train_size"], p["seed"], p["task_weights"])
     garbage_survives(p["seed"])

@@ -61,40 +61,17 @@ from tqdm import tqdm
 from transformers import BitImageProcessor, CLIPImageProcessor, CLIPModel, Dinov2Model
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
+from configs.paths import writable_folder
 from configs.params import section
+from configs.schema import SCHEMA
 from toyworld.encoders import MAX_TOKENS, build_tokenizer, clip_config, dinov2_config, tokenize
 from toyworld.grammar import COMPBENCH_RELATION, TASKS, prompt_set, sample_scene, sample_spec, split
 from toyworld.render import render
 from toyworld.world import (COLORS, GRID, NUMBER_WORDS, RESOLUTION, SHAPES, TEXTURES, PromptSpec, Requirement,
                             Scene, SceneObject)
 
-DEFAULTS = {
-    "seed": 0,
-    "threads": 2,               # torch threads and rendering processes
-    "images": 12000,            # rendered training pool, shared by both encoders
-    "grammar_fraction": 0.5,    # pool scenes drawn from grammar prompts (rest: random 1-3 objects)
-    "prompt_fraction": 0.5,     # caption = the grammar prompt (else a full description of the scene)
-    "clip_width": 128,
-    "clip_layers": 3,
-    "clip_heads": 4,
-    "clip_projection_dim": 128,
-    "clip_steps": 1000,
-    "clip_batch_size": 64,
-    "clip_lr": 2.0e-3,
-    "clip_warmup": 50,
-    "clip_weight_decay": 0.1,
-    "dinov2_width": 128,
-    "dinov2_layers": 4,
-    "dinov2_heads": 4,
-    "dinov2_steps": 500,
-    "dinov2_batch_size": 64,
-    "dinov2_lr": 2.0e-3,
-    "dinov2_warmup": 50,
-    "dinov2_weight_decay": 0.05,
-    "eval_batches": 8,          # retrieval batches of EVAL_BATCH held-out scenes
-    "eval_swaps": 250,          # caption-discrimination images per swap kind
-}
+DEFAULTS = SCHEMA["encoders"].plain_defaults()  # keys, defaults and rules: configs/schema.py
 EVAL_BATCH = 64
 CHUNK = 256  # scenes per seeded rendering chunk
 GRAMMAR_WEIGHTS = dict.fromkeys(TASKS, 1.0)
@@ -731,14 +708,16 @@ def train_encoders(p: dict, out: Path, results: Path) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="models/toy", help="writes <out>/clip and <out>/dinov2")
     ap.add_argument("--results", default="results/teacher", help="writes <results>/encoders.json")
     ap.add_argument("--steps-scale", type=float, default=1.0,
                     help="multiply steps, pool and evaluation sizes (e.g. 0.01 for a smoke test)")
     args = ap.parse_args(argv)
-    p = section("encoders", args.params, DEFAULTS)
+    writable_folder(args.out, "the encoder folder", "--out")  # checked before any work
+    writable_folder(args.results, "the encoder results folder", "--results")  # checked before any work
+    p = section("encoders", args.params)
     if args.steps_scale <= 0:
         ap.error("--steps-scale must be positive")
     if args.steps_scale != 1.0:

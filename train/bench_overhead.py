@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_file
 from configs.params import load_params
 from train.batches import batch_indices
 from train.settings import resolve
@@ -150,13 +151,14 @@ def measure_family(settings: dict, rounds: int, cycles: int, root: Path) -> dict
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--families", default="toy,sd3,flux,sdxl")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cycles", type=int, default=2, help="TTUR cycles per variant per round")
+    ap.add_argument("--rounds", type=count(1), default=3)
+    ap.add_argument("--cycles", type=count(1), default=2, help="TTUR cycles per variant per round")
     ap.add_argument("--out", default="results/bench/overhead.json")
     args = ap.parse_args(argv)
+    writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     params = load_params(args.params)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = sorted(set(families) - {"toy", *TINY_PRESETS})

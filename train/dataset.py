@@ -35,39 +35,45 @@ class DatasetRecords:
         return len(self.keys)
 
 
-def load_dataset_json(path: str | Path, check_images: bool = True) -> DatasetRecords:
+def load_dataset_json(path: str | Path, check_images: bool = True, key: str = "train.dataset") -> DatasetRecords:
+    """The official SenseFlow dataset JSON ({"keys", "image_paths", "prompts"}: equal-length lists,
+    absolute image paths), checked before any model loads; `key` is the setting that named the file."""
     path = Path(path)
+
+    def bad(what: str, fix: str) -> DatasetError:
+        return DatasetError(f"dataset JSON {what} ({key}: {path}): {fix}")
+
     if not path.is_file():
-        raise DatasetError(f"dataset JSON {str(path)!r} does not exist (run `dvc repro toyworld` for the toy "
-                           f"data, or point train.dataset at your own file)")
+        raise bad("does not exist", "run `dvc repro toyworld` for the toy data, or point it at your own file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DatasetError(f"dataset JSON {str(path)!r} is not valid JSON: {e}") from None
+        raise bad(f"is not valid JSON ({e})", "fix the file or regenerate it") from None
     if not isinstance(data, dict):
-        raise DatasetError(f"dataset JSON {str(path)!r} must be an object with keys {list(REQUIRED_KEYS)}")
+        raise bad("is not an object", f"write an object with the keys {list(REQUIRED_KEYS)}")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise DatasetError(f"dataset JSON {str(path)!r} lacks {missing}; expected {{\"keys\", \"image_paths\", \"prompts\"}}")
+        raise bad(f"lacks {missing}", 'write {"keys": [...], "image_paths": [...], "prompts": [...]}')
     for k in REQUIRED_KEYS:
         if not isinstance(data[k], list):
-            raise DatasetError(f"dataset JSON {str(path)!r}: {k!r} must be a list")
+            raise bad(f"has {k!r} that is not a list", f"make {k!r} a list with one entry per image")
     lengths = {k: len(data[k]) for k in REQUIRED_KEYS}
     if len(set(lengths.values())) != 1:
-        raise DatasetError(f"dataset JSON {str(path)!r}: lists have unequal lengths {lengths}")
+        raise bad(f"has lists of unequal lengths {lengths}", "give one key, image path and prompt per image")
     if lengths["keys"] == 0:
-        raise DatasetError(f"dataset JSON {str(path)!r} is empty")
+        raise bad("is empty", "list at least one image")
     bad_prompt = next((i for i, p in enumerate(data["prompts"]) if not isinstance(p, str)), None)
     if bad_prompt is not None:
-        raise DatasetError(f"dataset JSON {str(path)!r}: prompt #{bad_prompt} is not a string")
+        raise bad(f"has prompt #{bad_prompt} that is not text", "write every prompt as a string")
     paths = [Path(p) for p in data["image_paths"]]
     rel = next((p for p in paths if not p.is_absolute()), None)
     if rel is not None:
-        raise DatasetError(f"dataset JSON {str(path)!r}: image paths must be absolute, got {str(rel)!r}")
+        raise bad(f"has a relative image path {str(rel)!r}", "write absolute image paths")
     if check_images:
         absent = [p for p in paths if not p.is_file()]
         if absent:
-            raise DatasetError(f"dataset JSON {str(path)!r}: {len(absent)} image(s) missing, first {str(absent[0])!r}")
+            raise bad(f"lists {len(absent)} missing image(s), first {str(absent[0])!r}",
+                      "regenerate the data or fix the paths")
     return DatasetRecords([str(k) for k in data["keys"]], paths, list(data["prompts"]))
 
 

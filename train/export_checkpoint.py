@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from backbones.base import write_diffusers_weights
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
+from configs.paths import writable_folder
 from train.checkpoint import SHARDED_DIR, CheckpointError
 
 
@@ -38,6 +39,7 @@ def export_checkpoint(step_dir: str | Path, out: str | Path | None = None, ema: 
     target = out / sub
     if target.exists():
         raise FileExistsError(f"{target} exists; choose another --out (nothing was overwritten)")
+    writable_folder(out, "the export folder", "--out")
     if not state.get("sharded", False):
         source = step_dir / "ema" / sub if ema else step_dir / sub
         if not source.is_dir():
@@ -63,7 +65,7 @@ def export_checkpoint(step_dir: str | Path, out: str | Path | None = None, ema: 
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="a checkpoints/step_<N> folder")
     ap.add_argument("--out", default=None)
     ap.add_argument("--ema", action="store_true", help="export the EMA generator (train.ema > 0)")

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from configs.cli import UserError, run_command
+from configs.cli import ArgumentParser, UserError, run_command
+from configs.paths import writable_file
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,10 +143,11 @@ def sd35_medium_one_gpu() -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench/gpu.json")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    writable_file(args.out, "the GPU check result", "--out")  # checked before any work
     if args.worker:
         _worker(Path(args.worker))
         return {}

@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from configs.cli import run_command
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_file
 from train.settings import load_preset
 from train.sharding import shard_units
 
@@ -365,13 +366,13 @@ def format_plan(entry: dict) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(MODELS))
-    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--gpus", type=count(1), default=8)
     ap.add_argument("--gpu-memory-gb", type=float, default=80.0)
-    ap.add_argument("--batch-size", type=int, default=None, help="per GPU (default: the preset's)")
+    ap.add_argument("--batch-size", type=count(1), default=None, help="per GPU (default: the preset's)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default=None)
-    ap.add_argument("--resolution", type=int, default=None)
+    ap.add_argument("--resolution", type=count(8), default=None)
     ap.add_argument("--optimizer", choices=("adamw", "adamw8bit"), default=None)
     ap.add_argument("--ema", type=float, default=None)
     for flag in ("fsdp", "shard-teacher", "cpu-offload", "gradient-checkpointing", "vfm"):
@@ -384,13 +385,15 @@ def main(argv=None) -> list[dict]:
         ap.error("--gpus must be >= 1 and --gpu-memory-gb > 0")
     if not args.paper and not args.preset:
         ap.error("give --preset (or --paper)")
+    out = args.json or ("results/bench/plan.json" if args.paper else None)
+    if out:
+        writable_file(out, "the plan table", "--json")  # checked before any work
     options = {k: getattr(args, k) for k in ("batch_size", "precision", "resolution", "optimizer", "ema", "fsdp",
                                              "shard_teacher", "cpu_offload", "gradient_checkpointing", "vfm")}
     setups = PAPER_SETUPS if args.paper else [(args.preset, args.gpus, args.gpu_memory_gb)]
     entries = [plan_to_fit(p, g, m, **options) for p, g, m in setups]
     for entry in entries:
         print(format_plan(entry))
-    out = args.json or ("results/bench/plan.json" if args.paper else None)
     if out:
         report = {"setups": entries, "headroom": HEADROOM}
         if args.validate:

@@ -21,7 +21,6 @@ model is loaded, naming the changed keys and the two ways on (`--fresh`, or anot
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,35 +145,5 @@ def _describe(diff: dict[str, tuple]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
 
 
-def _superseded_dir(out: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = out.parent / f"{out.resolve().name}.superseded" / stamp
-    n = 1
-    while target.exists():
-        n += 1
-        target = out.parent / f"{out.resolve().name}.superseded" / f"{stamp}-{n}"
-    target.mkdir(parents=True)
-    return target
-
-
-def supersede(out: Path) -> Path:
-    """Move everything in `out` to `<out>.superseded/<UTC time>/` (never deletes); returns that folder."""
-    out = Path(out)
-    target = _superseded_dir(out)
-    for item in sorted(out.iterdir()):
-        item.rename(target / item.name)
-    return target
-
-
-def supersede_entries(out: Path, names: list[str]) -> Path:
-    """Move only the named entries of `out` (those that exist) to `<out>.superseded/<UTC time>/`."""
-    out = Path(out)
-    target = _superseded_dir(out)
-    for name in names:
-        if (out / name).exists():
-            (out / name).rename(target / name)
-    return target
-
-
 __all__ = ["RESUMABLE_ACROSS", "ADJUSTABLE_ON_RESUME", "RUN_ENTRIES", "MODES", "SettingsChangedError", "StartPlan",
-           "settings_diff", "plan_start", "supersede", "supersede_entries"]
+           "settings_diff", "plan_start"]

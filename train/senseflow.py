@@ -68,13 +68,14 @@ from transformers.utils import logging as transformers_logging
 
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
-from configs.cli import UserError, run_command
+from configs.cli import ArgumentParser, UserError, run_command
 from train.batches import StepBatchSampler
 from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_run_student, load_run_checkpoint,
                               save_run_checkpoint)
-from train.run_folder import StartPlan, plan_start, supersede, supersede_entries
+from configs.paths import readable_folder, supersede, supersede_entries, writable_folder
+from train.run_folder import StartPlan, plan_start
 from train.clip_text import ClipTextEncoder
-from train.dataset import ImageTextDataset, load_dataset_json
+from train.dataset import DatasetRecords, ImageTextDataset, load_dataset_json
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
 from train.generator_input import generator_input
 from train.ida import ida_update
@@ -148,6 +149,23 @@ def _load_teacher(s: dict, device) -> Backbone:
     return load_backbone(s["family"], s["teacher"], device=device, dtype=dtype, **options)
 
 
+def check_inputs(s: dict, device: torch.device | None = None) -> DatasetRecords:
+    """What the run reads, checked before any model loads or anything is written, each problem naming
+    its params key: the dataset JSON (returned), the model folders, options the device cannot run."""
+    records = load_dataset_json(s["dataset"])
+    readable_folder(s["teacher"], "the teacher folder", "train.teacher")
+    if s["vfm"]:
+        readable_folder(s["vfm_backbone"], "the DINOv2 folder of the VFM discriminator", "train.vfm_backbone")
+        readable_folder(s["clip"], "the CLIP folder of the discriminator's text condition", "train.clip")
+    if s["init_student"]:
+        readable_folder(s["init_student"], "the student to start from", "train.init_student")
+    device_type = device.type if device is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    if s["cpu_offload"] and device_type != "cuda":
+        raise ParamsError("FSDP2 CPU offload needs CUDA GPUs (train.cpu_offload): it moves shards, gradients and "
+                          "optimizer states from GPU to CPU memory; set train.cpu_offload: false here")
+    return records
+
+
 def make_optimizer(params, lr: float, s: dict) -> torch.optim.Optimizer:
     """train.optimizer: `adamw` (torch) or `adamw8bit`: 8-bit AdamW states (the released SD 3.5 Large
     and FLUX trainers use bitsandbytes' AdamW8bit; here torchao's AdamW8bit, which handles FSDP2's
@@ -205,12 +223,9 @@ def build_run(settings: dict, out: str | Path, accelerator: Accelerator | None =
         torch.set_num_threads(s["threads"])
     diffusers_logging.disable_progress_bar()  # per-file load/save bars would drown the loop's own
     transformers_logging.disable_progress_bar()
-    records = load_dataset_json(s["dataset"])
+    records = check_inputs(s, accelerator.device)
     rngs = _seed_everything(s["seed"], accelerator.process_index)
     device = accelerator.device
-    if s["cpu_offload"] and device.type != "cuda":
-        raise ParamsError("train.cpu_offload moves FSDP2 shards, gradients and optimizer states from GPU to CPU "
-                          "memory: it needs CUDA GPUs (set train.cpu_offload: false here)")
 
     backbone = _load_teacher(s, device)
     teacher = backbone.denoiser.eval().requires_grad_(False)
@@ -562,7 +577,8 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     newest intact checkpoint, refuse if it has other settings; 'require' the same, error without one;
     'fresh' move the folder's content aside and start over; 'supersede' like auto, but move a run of
     other settings aside instead of refusing (the DVC stage). Nothing is ever deleted."""
-    out = Path(out)
+    out = writable_folder(out, "the run folder", "--out")  # before any work: nothing is loaded or written yet
+    check_inputs(settings)
     acc = make_accelerator(settings, out)
     plan = _agreed(acc, lambda: plan_start(out, settings, resume, acc.num_processes))  # before any model loads
     for warning in plan.warnings:
@@ -631,7 +647,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
 
 
 def main(argv=None) -> Run:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--variant", default=None, help="apply params 'variants.<name>' on top of train")
     ap.add_argument("--out", default=None, help="run directory (default runs/distill/<variant or 'default'>)")

@@ -25,31 +25,15 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from backbones.toy import ToyBackbone
-from configs.cli import run_command
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_folder
 from configs.params import section
+from configs.schema import SCHEMA
+from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_optimizer
 from train.dataset import ImageTextDataset, load_dataset_json
 from toyworld.world import RESOLUTION
 
-DEFAULTS = {
-    "seed": 0,
-    "layers": 4,
-    "heads": 4,
-    "head_dim": 32,
-    "text_width": 128,
-    "text_layers": 2,
-    "shift": 3.0,
-    "batch_size": 32,
-    "steps": 12000,
-    "lr": 2.0e-3,
-    "warmup": 200,
-    "weight_decay": 0.0,
-    "ema": 0.999,
-    "cfg_dropout": 0.1,
-    "grad_clip": 1.0,
-    "threads": 2,
-    "checkpoint_every": 500,
-    "eval": {},
-}
+DEFAULTS = SCHEMA["teacher"].plain_defaults()  # keys, defaults and rules: configs/schema.py
 
 
 def lr_at(step: int, p: dict) -> float:
@@ -71,8 +55,8 @@ def _save_checkpoint(work: Path, step: int, bb: ToyBackbone, ema: ToyBackbone, o
     for prefix, b in (("", bb), ("ema_", ema)):
         for name, m in _modules(b).items():
             save_model(m, str(tmp / f"{prefix}{name}.safetensors"))  # handles T5's tied embeddings
-    torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
-                "data_rng": gen.get_state()}, tmp / "state.pt")
+    save_optimizer(tmp / "optimizer.safetensors", opt.state_dict())
+    (tmp / "state.json").write_text(json.dumps({"step": step, "rng": capture_rng({"data": gen})}))
     final = work / "checkpoint"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -83,7 +67,15 @@ def _load_checkpoint(work: Path, bb: ToyBackbone, ema: ToyBackbone, opt, gen: to
     for prefix, b in (("", bb), ("ema_", ema)):
         for name, m in _modules(b).items():
             load_model(m, str(ck / f"{prefix}{name}.safetensors"))
-    state = torch.load(ck / "state.pt", weights_only=False)
+    if (ck / "state.json").is_file():
+        saved = load_optimizer(ck / "optimizer.safetensors")
+        saved["state"] = {int(k): v for k, v in saved["state"].items()}
+        opt.load_state_dict(saved)
+        state = json.loads((ck / "state.json").read_text())
+        restore_rng(state["rng"], {"data": gen})
+        return int(state["step"])
+    # a checkpoint written before state.json: tensors and plain values only (nothing pickled runs)
+    state = torch.load(ck / "state.pt", weights_only=True)
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     gen.set_state(state["data_rng"])
@@ -92,7 +84,7 @@ def _load_checkpoint(work: Path, bb: ToyBackbone, ema: ToyBackbone, opt, gen: to
 
 def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbone:
     torch.set_num_threads(int(p["threads"]))
-    records = load_dataset_json(data_json)  # validated before any model is built
+    records = load_dataset_json(data_json, key="--data")  # validated before any model is built
     data = ImageTextDataset(records, RESOLUTION, in_memory=True)
     images, prompts = data.images, records.prompts
 
@@ -105,7 +97,7 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     gen = torch.Generator().manual_seed(p["seed"])
     work.mkdir(parents=True, exist_ok=True)
     start = 0
-    if (work / "checkpoint" / "state.pt").exists():
+    if (work / "checkpoint" / "state.json").exists() or (work / "checkpoint" / "state.pt").exists():
         start = _load_checkpoint(work, bb, ema, opt, gen)
         print(f"resuming teacher training at step {start}")
     log = open(work / "loss.jsonl", "a")
@@ -151,16 +143,19 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/toyworld/train/dataset.json")
     ap.add_argument("--out", default="models/toy/teacher")
     ap.add_argument("--work", default="data/teacher_run")
     ap.add_argument("--results", default="results/teacher")
-    ap.add_argument("--steps", type=int, default=None, help="override teacher.steps (smoke tests)")
+    ap.add_argument("--steps", type=count(1), default=None, help="override teacher.steps (smoke tests)")
     ap.add_argument("--eval-only", action="store_true", help="only evaluate the teacher already in --out")
     args = ap.parse_args(argv)
-    p = section("teacher", args.params, DEFAULTS)
+    writable_folder(args.out, "the teacher folder", "--out")  # checked before any work
+    writable_folder(args.work, "the teacher work folder", "--work")  # checked before any work
+    writable_folder(args.results, "the teacher results folder", "--results")  # checked before any work
+    p = section("teacher", args.params)
     if args.steps is not None:
         p["steps"] = args.steps
     from train.teacher_eval import evaluate_teacher

@@ -16,13 +16,13 @@ import torch
 from tqdm import tqdm
 
 from backbones.base import Backbone
+from configs.schema import SCHEMA
 from evaluate.images import save_grid, to_uint8
 from toyworld.grading import grade
 from toyworld.grammar import GENEVAL_TASKS, split
 from toyworld.world import PromptSpec, RESOLUTION
 
-EVAL_DEFAULTS = {"sample_steps": 20, "guidance_scale": 2.0, "few_steps": [4, 2], "prompts_per_task": 40,
-                 "images_per_prompt": 2, "seed": 1234, "batch_size": 64}
+EVAL_DEFAULTS = SCHEMA["teacher"].defaults["eval"].plain_defaults()  # configs/schema.py
 TARGETS = {"overall": 0.85, "position": 0.6}
 
 

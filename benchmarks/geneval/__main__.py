@@ -4,7 +4,7 @@
                                  [--student runs/distill/<v>/student] --out results/geneval/<v>
     python -m benchmarks.geneval --score-only <images dir> --out DIR   # score an existing official layout
 
-Settings: params.yaml `benchmarks.geneval` (keys: benchmarks/geneval/run.py DEFAULTS); official
+Settings: params.yaml `benchmarks.geneval` (keys, defaults and rules: configs/schema.py); official
 edition model paths: params.yaml `models.geneval_detector`, `models.geneval_clip`.
 """
 from __future__ import annotations
@@ -14,28 +14,30 @@ import json
 from pathlib import Path
 
 from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
-from benchmarks.geneval.run import DEFAULTS, run_geneval, score_layout
+from benchmarks.geneval.metadata import read_metadata
+from benchmarks.geneval.run import run_geneval, score_layout
 from benchmarks.geneval.summary import summarize
-from configs.cli import run_command
+from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
+from configs.paths import writable_folder
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def geneval_settings(params: dict) -> dict:
-    return subsection(params, "benchmarks.geneval", DEFAULTS, editions=("toy", "official"))
+    return subsection(params, "benchmarks.geneval")
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
     ap.add_argument("--score-only", default=None, help="score this existing image folder (official layout)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = geneval_settings(params)
     if cfg["edition"] == "toy" and args.family != "toy":
-        raise ParamsError("the toy GenEval edition is graded by the ToyWorld oracle; set "
-                          "benchmarks.geneval.edition: official for a real family")
-    out = Path(args.out)
+        raise ParamsError(f"the toy GenEval edition grades ToyWorld images only (benchmarks.geneval.edition, "
+                          f"--family {args.family}): set benchmarks.geneval.edition: official for a real family")
+    out = writable_folder(args.out, "the GenEval output folder", "--out")
     if args.score_only:
         detector = OracleDetector() if cfg["edition"] == "toy" else Mask2FormerDetector(params.get("models") or {})
         results = score_layout(detector, Path(args.score_only))
@@ -46,6 +48,8 @@ def main(argv=None) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "summary.txt").write_text(text)
     else:
+        if cfg["edition"] == "official" and cfg["metadata"]:
+            read_metadata(cfg["metadata"])  # a bad metadata file stops here, before any model loads
         gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
         summary = run_geneval(gen, cfg, out, params.get("models") or {}, gen.describe())
         text = (out / "summary.txt").read_text()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from configs.cli import UserError
+from configs.paths import text_lines
 from train.teacher_eval import eval_prompts
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
@@ -32,21 +33,17 @@ def validate(entry, where: str) -> dict:
     return entry
 
 
-def read_metadata(path: str | Path = OFFICIAL_METADATA) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise MetadataError(f"GenEval metadata file {str(path)!r} not found")
+def read_metadata(path: str | Path = OFFICIAL_METADATA, key: str = "benchmarks.geneval.metadata") -> list[dict]:
+    """GenEval's evaluation_metadata.jsonl (one JSON object per line), each entry validated; `key` is
+    the setting that named the file."""
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in enumerate(text_lines(path, "the GenEval metadata file", key, max_chars=100_000), 1):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
-            raise MetadataError(f"{str(path)!r} line {n}: invalid JSON ({e})") from None
-        out.append(validate(entry, f"{str(path)!r} line {n}"))
-    if not out:
-        raise MetadataError(f"GenEval metadata file {str(path)!r} is empty")
+            raise MetadataError(f"the GenEval metadata file has invalid JSON ({key}: {path}, entry {n}): {e}; "
+                                f"write one JSON object per line") from None
+        out.append(validate(entry, f"{str(path)!r} entry {n}"))
     return out
 
 

@@ -23,17 +23,10 @@ from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, read_metadata, toy_metadata, validate
 from benchmarks.geneval.rules import evaluate, filter_detections
 from benchmarks.geneval.summary import summarize
-from evaluate.sampling import SAMPLER_DEFAULTS, render_missing, reset_folder
+from configs.schema import SCHEMA
+from evaluate.sampling import render_missing, reset_folder
 
-DEFAULTS = {
-    "edition": "toy",            # toy (ToyWorld grammar + oracle) | official (553 prompts + Mask2Former/CLIP)
-    "metadata": None,            # official edition: a metadata file (default: the shipped official one)
-    "prompts_per_task": 16,      # toy edition
-    "images_per_prompt": 4,      # the official default
-    "seed": 0,
-    "batch_size": 64,
-    **SAMPLER_DEFAULTS,
-}
+DEFAULTS = SCHEMA["benchmarks"].defaults["geneval"].plain_defaults()  # configs/schema.py
 
 
 def write_layout(gen, metadatas: list[dict], cfg: dict, images: Path, settings: dict) -> None:

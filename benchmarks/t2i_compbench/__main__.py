@@ -3,7 +3,7 @@
     python -m benchmarks.t2i_compbench [--params params.yaml] --family toy --teacher models/toy/teacher
                                        [--student runs/distill/<v>/student] --out results/compbench/<v>
 
-Settings: params.yaml `benchmarks.compbench` (keys: benchmarks/t2i_compbench/run.py DEFAULTS);
+Settings: params.yaml `benchmarks.compbench` (keys, defaults and rules: configs/schema.py);
 model paths of the official edition: params.yaml `models` (compbench_blip_vqa, compbench_detector,
 clip_vit_b32, compbench_spacy). Without --student the teacher samples at its own steps and CFG.
 """
@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.t2i_compbench.run import DEFAULTS, run_compbench
-from configs.cli import run_command
+from benchmarks.t2i_compbench.run import run_compbench
+from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
+from configs.paths import writable_folder
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def compbench_settings(params: dict) -> dict:
-    return subsection(params, "benchmarks.compbench", DEFAULTS, editions=("toy", "official"))
+    return subsection(params, "benchmarks.compbench")
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = compbench_settings(params)
     if cfg["edition"] == "toy" and args.family != "toy":
-        raise ParamsError("the toy edition of T2I-CompBench is graded by the ToyWorld oracle; set "
-                          "benchmarks.compbench.edition: official for a real family")
+        raise ParamsError(f"the toy T2I-CompBench edition grades ToyWorld images only (benchmarks.compbench.edition, "
+                          f"--family {args.family}): set benchmarks.compbench.edition: official for a real family")
+    writable_folder(args.out, "the T2I-CompBench output folder", "--out")
     gen = generator_from_settings(args.family, args.teacher, args.student, cfg)
     summary = run_compbench(gen, cfg, args.out, params.get("models") or {}, gen.describe())
     print(" ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("compbench_")))

@@ -20,19 +20,12 @@ from tqdm import tqdm
 
 from benchmarks.t2i_compbench.judges import OfficialJudge, OracleJudge
 from benchmarks.t2i_compbench.prompts import CATEGORIES, CompPrompt, complex_subsets, official_prompts, toy_prompts
-from evaluate.sampling import SAMPLER_DEFAULTS, render_missing, reset_folder
+from configs.schema import SCHEMA
+from evaluate.sampling import render_missing, reset_folder
 from benchmarks.t2i_compbench.scoring import (attribute_image_score, blip_answer, category_score, complex_kind,
                                               spatial_image_score, spatial_relation, three_in_one)
 
-DEFAULTS = {
-    "edition": "toy",              # toy (ToyWorld grammar + oracle) | official (val lists + real models)
-    "categories": list(CATEGORIES),
-    "prompts_per_category": 16,    # toy; the official edition uses every val prompt unless set
-    "images_per_prompt": 2,        # official protocol: 10
-    "seed": 42,
-    "batch_size": 32,
-    **SAMPLER_DEFAULTS,            # teacher (Euler, CFG) when no student is given; student steps/sampler
-}
+DEFAULTS = SCHEMA["benchmarks"].defaults["compbench"].plain_defaults()  # configs/schema.py
 BLIP_CATEGORIES = ("color", "shape", "texture")
 
 
