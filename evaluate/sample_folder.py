@@ -74,9 +74,11 @@ def read_samples(folder: str | Path) -> Samples:
     folder = Path(folder)
     jsonl = folder / "samples.jsonl"
     if not folder.is_dir():
-        raise SampleFolderError(f"samples folder {str(folder)!r} does not exist (run the generate stage)")
+        raise SampleFolderError(f"the samples folder does not exist ({folder}): run the generate stage or point at "
+                                f"a folder evaluate.generate wrote")
     if not jsonl.is_file():
-        raise SampleFolderError(f"samples folder {str(folder)!r} has no samples.jsonl (incomplete generation?)")
+        raise SampleFolderError(f"the samples folder has no samples.jsonl ({folder}): the generation did not finish; "
+                                f"rerun evaluate.generate into it (it continues)")
     rows = []
     for n, line in enumerate(jsonl.read_text().splitlines(), 1):
         if not line.strip():
@@ -86,14 +88,16 @@ def read_samples(folder: str | Path) -> Samples:
             row["prompt_index"], row["k"] = int(row["prompt_index"]), int(row["k"])
             row["prompt"], row["seed"] = str(row["prompt"]), int(row["seed"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise SampleFolderError(f"{str(jsonl)!r} line {n} is not a valid sample row ({e})") from None
+            raise SampleFolderError(f"samples.jsonl has an invalid row ({jsonl}, line {n}: {e}): regenerate the "
+                                    f"folder") from None
         rows.append(row)
     if not rows:
-        raise SampleFolderError(f"samples folder {str(folder)!r} is empty")
+        raise SampleFolderError(f"the samples folder lists no image ({jsonl}): regenerate the folder")
     samples = Samples(folder, rows)
     missing = [p for p in samples.paths() if not p.is_file()]
     if missing:
-        raise SampleFolderError(f"{len(missing)} image(s) listed in {str(jsonl)!r} are missing, e.g. {str(missing[0])!r}")
+        raise SampleFolderError(f"{len(missing)} listed image(s) are missing ({missing[0]} and others listed in "
+                                f"{jsonl}): regenerate the folder")
     return samples
 
 
@@ -102,9 +106,9 @@ def check_aligned(student: Samples, teacher: Samples) -> None:
     if student.key() != teacher.key():
         a, b = student.key(), teacher.key()
         first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        raise SampleFolderError(f"{str(student.folder)!r} and the reference {str(teacher.folder)!r} do not hold the "
-                                f"same prompts and seeds ({len(a)} vs {len(b)} images; first difference at row "
-                                f"{first}); regenerate both with the same eval params")
+        raise SampleFolderError(f"the samples and the reference do not hold the same prompts and seeds "
+                                f"({student.folder} vs {teacher.folder}: {len(a)} vs {len(b)} images, first "
+                                f"difference at row {first}): regenerate both with the same eval params")
 
 
 __all__ = ["SampleFolderError", "Samples", "read_samples", "check_aligned"]

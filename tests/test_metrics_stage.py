@@ -102,9 +102,13 @@ def test_bad_sample_folders(sample_sets, tmp_path):
     Image.new("RGB", (16, 16)).save(tmp_path / "mixed" / "1" / "0.png")
     with pytest.raises(SampleFolderError, match="mixed image sizes"):
         read_samples(tmp_path / "mixed").load()
+    with pytest.raises(SampleFolderError, match=r"image of another size \(.*mixed/1/0.png\)"):
+        read_samples(tmp_path / "mixed").verify()  # what the metrics stage runs before any model loads
     (tmp_path / "mixed" / "1" / "0.png").write_bytes(b"not a png")
     with pytest.raises(SampleFolderError, match="unreadable"):
         read_samples(tmp_path / "mixed").load()
+    with pytest.raises(SampleFolderError, match=r"unreadable image \(.*mixed/1/0.png\)"):
+        read_samples(tmp_path / "mixed").verify()
     shutil.copytree(root / "student", tmp_path / "short")
     lines = (tmp_path / "short" / "samples.jsonl").read_text().splitlines()
     (tmp_path / "short" / "samples.jsonl").write_text("\n".join(lines[:-1]) + "\n")
