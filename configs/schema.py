@@ -387,7 +387,16 @@ TRAIN = Section({
     "loss_window": 50,               # iterations in the rolling std of the fake-score loss
     "sample_every": 200,             # sample grid every N iterations (0: only at the end)
     "sample_prompts": 8,
-}, {
+    # collapse / oscillation alarms (train/alarms.py); null switches a signal off
+    "alarm_after": 100,              # iterations before the alarms are armed (the start is noisy)
+    "alarm_diversity_min": 0.25,     # sample_diversity below: samples collapsing towards one image
+    "alarm_contrast_min": 0.25,      # sample_contrast below: solid-colour / washed-out samples
+    "alarm_contrast_max": 3.0,       # sample_contrast above: samples blowing up (far noisier than the data)
+    "alarm_fake_loss_cv_max": 1.0,   # fake_loss_cv above: the fake-score loss oscillates
+    "alarm_logit_gap_max": 6.0,      # d_logit_gap above: the discriminator has won
+}, {"alarm_after": non_negative, **{k: optional(number(0.0)) for k in (
+        "alarm_diversity_min", "alarm_contrast_min", "alarm_contrast_max", "alarm_fake_loss_cv_max",
+        "alarm_logit_gap_max")},
     "family": one_of("toy", "sd3", "flux", "sdxl"), "preset": optional(text),
     "teacher": optional(text), "dataset": optional(text),  # real presets leave them to the user (checked at resolve)
     **{k: positive for k in ("resolution", "num_steps", "steps", "batch_size", "ttur", "checkpoint_every",
@@ -427,7 +436,8 @@ EVAL = Section({
     **SAMPLER,
     "metrics": list(METRICS),
     "batch_size_metrics": 64,
-}, {"seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
+    "bootstrap": 200,             # bootstrap replicates of the 95 % intervals and paired comparisons (0: none)
+}, {"bootstrap": non_negative, "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
     "diversity_samples": integer(2), "batch_size": positive, "batch_size_metrics": positive,
     "metrics": list_of(one_of(*METRICS)), **SAMPLER_RULES})
 

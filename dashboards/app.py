@@ -34,6 +34,12 @@ loc = R.Locations.from_env()
 table = R.load_table(loc)
 order = R.variant_order(loc, table)
 
+for variant, alarms in R.run_alarms(loc).items():
+    signals = sorted({a["signal"] for a in alarms})
+    st.warning(f"⚠ {R.label(variant)}: {len(alarms)} collapse/oscillation alarm(s) ({', '.join(signals)}), first at "
+               f"iteration {min(a['step'] for a in alarms)}: see its sample grids and curves "
+               f"(runs/distill/{variant}/summary.json `alarms`; thresholds train.alarm_*).")
+
 if table.empty:
     st.info(f"No results yet in `{loc.results}/`. Run `dvc repro` (the default ToyWorld pipeline) and reload; "
             "the table fills in as the metrics, geneval, compbench and report stages finish.")
@@ -53,6 +59,12 @@ else:
     st.dataframe(wide.style.apply(mark_best, axis=0).format(precision=4, na_rep="—"), width="stretch")
     st.caption("Best distilled variant per metric highlighted (lower is better for "
                + ", ".join(sorted(R.LOWER_IS_BETTER)) + "; higher for the rest).")
+    intervals = R.interval_table(table, order)
+    if not intervals.empty:
+        st.subheader("With 95 % intervals")
+        st.dataframe(intervals, width="stretch")
+        st.caption("± half the 95 % bootstrap interval over prompts; * a difference from `full` with p < 0.05 "
+                   "(paired bootstrap on the same prompts and seeds); without * a difference is within noise.")
     gaps = R.skipped(table)
     if not gaps.empty:
         with st.expander(f"Metrics without a value ({len(gaps)})", expanded=False):

@@ -7,12 +7,19 @@ Reads, for the teacher and every variant in params.yaml `variants`:
   results/geneval/<v>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
   results/compbench/<v>/summary.json   {"compbench_<category>": x}
 and writes
-  results/summary.csv    long format: variant,family,metric,value,n_images,reason,seed,revision
-                         (one row per variant x metric; empty value + reason when a metric did not run)
+  results/summary.csv    long format: variant,family,metric,value,n_images,reason,seed,revision,
+                         ci_low,ci_high,n_seeds,p_vs_full (one row per variant x metric; empty value +
+                         reason when a metric did not run)
   results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
   results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
 A source that is missing for a variant gives its rows with reason "not run" (never a crash). The
 teacher is the FID-T reference, so it only has benchmark rows.
+
+Uncertainty (evaluate/intervals.py): `ci_low`/`ci_high` is the 95 % bootstrap interval over prompts
+(`eval.bootstrap` replicates; the metrics stage's own for its metrics, GenEval stratified by task,
+T2I-CompBench per category); `p_vs_full` the paired bootstrap p-value of the difference from `full`
+on the same prompts and seeds; `n_seeds` the training seeds behind the value. The tables mark a
+difference from `full` with * where p < 0.05; the others are within noise.
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ import pandas as pd
 from configs.cli import ArgumentParser, run_command
 from configs.params import load_params
 from configs.paths import readable_folder, writable_folder
+from configs.schema import SCHEMA
+from evaluate.intervals import MetricSample, load_samples, paired_comparison
 
 # DESIGN.md metric names of the metrics stage, in table order
 METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
@@ -36,7 +45,9 @@ GENEVAL = ["geneval_overall"] + [f"geneval_{t}" for t in GENEVAL_TASKS]
 COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "complex"]
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
 LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
-COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision"]
+COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
+           "n_seeds", "p_vs_full"]
+SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
 
 # paper-style labels (Tab. 2 rows); other variant names are shown as they are
 VARIANT_LABELS = {"teacher": "Teacher", "full": "Ours (full)", "wo_isg": "w/o ISG", "wo_ida": "w/o IDA",
@@ -92,6 +103,54 @@ def summary_rows(path: Path, names: list[str]) -> list[dict]:
     return rows
 
 
+def prompt_samples(results: Path, variant: str) -> dict[str, MetricSample]:
+    """What each of a variant's values is computed from, per prompt (for intervals and paired
+    comparisons): the metrics stage's per_prompt.npz, GenEval's results.jsonl (prompt = image folder,
+    value = the prompt's share of correct images, stratified by task), T2I-CompBench's per_prompt.csv."""
+    out: dict[str, MetricSample] = {}
+    path = results / "geneval" / variant / "results.jsonl"
+    if path.is_file():
+        df = pd.read_json(path, orient="records", lines=True)
+        df["prompt"] = df["filename"].map(lambda f: Path(f).parent.parent.name)
+        per = df.groupby("prompt", sort=True).agg(tag=("tag", "first"), correct=("correct", "mean")).reset_index()
+        out["geneval_overall"] = MetricSample("mean", per.correct.to_numpy(float), per.prompt.to_numpy(str),
+                                              strata=per.tag.to_numpy(str))
+        for tag, g in per.groupby("tag", sort=False):
+            out[f"geneval_{tag}"] = MetricSample("mean", g.correct.to_numpy(float), g.prompt.to_numpy(str))
+    path = results / "compbench" / variant / "per_prompt.csv"
+    if path.is_file():
+        df = pd.read_csv(path)
+        for category, g in df.groupby("category", sort=False):
+            out[f"compbench_{category}"] = MetricSample("mean", g.score.to_numpy(float), g.prompt.to_numpy(str))
+    path = results / "metrics" / variant / "per_prompt.npz"
+    if path.is_file():
+        out.update(load_samples(path))
+    return out
+
+
+def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -> pd.DataFrame:
+    """Fill ci_low / ci_high / n_seeds / p_vs_full (module docstring) for the rows with a value."""
+    samples = {v: prompt_samples(results, v) for v in dict.fromkeys(table.variant)}
+    stage_intervals = {v: (_read_json(results / "metrics" / v / "metrics.meta.json") or {}).get("intervals") or {}
+                       for v in samples}
+    full = samples.get("full", {})
+    for i, row in table.iterrows():
+        sample = samples[row.variant].get(row.metric)
+        if row.value is None or pd.isna(row.value) or sample is None:
+            continue
+        table.at[i, "n_seeds"] = 1
+        if not draws:
+            continue
+        lo_hi = stage_intervals[row.variant].get(row.metric) or sample.interval(draws, seed)
+        table.at[i, "ci_low"], table.at[i, "ci_high"] = float(lo_hi[0]), float(lo_hi[1])
+        if row.variant not in ("full", "teacher") and row.metric in full:
+            try:
+                table.at[i, "p_vs_full"] = paired_comparison(sample, full[row.metric], draws, seed)
+            except ValueError:  # not the same prompts (e.g. other eval params): no paired comparison
+                pass
+    return table
+
+
 def git_revision() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -116,7 +175,10 @@ def results_table(params: dict, results: Path, revision: str | None = None) -> p
                 continue
             parts += got
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision} for r in parts]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({"ci_low": float, "ci_high": float, "p_vs_full": float,
+                                                        "n_seeds": "Int64"})
+    draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
+    return add_uncertainty(table, results, draws, int(seed or 0))
 
 
 def _fmt(v: float | None) -> str:
@@ -134,22 +196,47 @@ def best_by_metric(table: pd.DataFrame, variants: list[str]) -> dict[str, float]
     return best
 
 
+def _present(x) -> bool:
+    return x is not None and not pd.isna(x)
+
+
 def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple[str, str]]) -> str:
+    """Variants x metrics: value ± half its 95 % interval, * where it differs from `full` (p < 0.05),
+    the best value per column in bold."""
     best = best_by_metric(table, [v for v in variants if v != "teacher"])
-    lookup = {(r.variant, r.metric): r.value for r in table.itertuples()}
+    lookup = {(r.variant, r.metric): r for r in table.itertuples()}
     lines = ["| Method | " + " | ".join(label for _, label in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for v in variants:
         cells = []
         for metric, _ in columns:
-            value = lookup.get((v, metric))
-            value = None if value is None or pd.isna(value) else float(value)
+            row = lookup.get((v, metric))
+            value = float(row.value) if row is not None and _present(row.value) else None
             text = _fmt(value)
             if value is not None and v != "teacher" and metric in best and value == best[metric]:
                 text = f"**{text}**"
+            if value is not None and _present(getattr(row, "ci_low", None)):
+                text += f" ± {_fmt((row.ci_high - row.ci_low) / 2)}"
+            if value is not None and _present(getattr(row, "p_vs_full", None)) and row.p_vs_full < SIGNIFICANT:
+                text += "*"
             cells.append(text)
         lines.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def uncertainty_note(table: pd.DataFrame) -> list[str]:
+    """How to read ± and *, and what the intervals leave out (computed, not guessed)."""
+    if "ci_low" not in table or not table.ci_low.notna().any():
+        return []
+    seeds = table.n_seeds.dropna()
+    n_seeds = int(seeds.max()) if len(seeds) else 1
+    significant = table[(table.p_vs_full < SIGNIFICANT) & table.p_vs_full.notna()]
+    compared = table[table.p_vs_full.notna()]
+    return [f"± is half the width of the 95 % bootstrap interval over prompts; * marks a difference from "
+            f"`full` with p < {SIGNIFICANT} (paired bootstrap on the same prompts and seeds): "
+            f"{len(significant)} of {len(compared)} comparisons; the others are within noise. "
+            + ("One training seed: the intervals do not include seed-to-seed variation, which on this toy "
+               "scale can reorder the variants." if n_seeds < 2 else f"{n_seeds} training seeds.")]
 
 
 def skipped_notes(table: pd.DataFrame, metrics: list[str]) -> list[str]:
@@ -180,6 +267,8 @@ def ablation_markdown(table: pd.DataFrame, variants: list[str]) -> str:
         markdown_table(table, shown, columns), "",
     ]
     body += note + ([""] if note else [])
+    uncertainty = uncertainty_note(table[table.variant.isin(shown) & table.metric.isin([m for m, _ in columns])])
+    body += uncertainty + ([""] if uncertainty else [])
     notes = skipped_notes(table[table.variant.isin(shown)], [m for m, _ in columns])
     if notes:
         body += ["Not reported (—):", *notes, ""]
@@ -193,6 +282,8 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     body = ["# Benchmarks", "", "## GenEval (per task, image-level accuracy; overall = mean of tasks)", "",
             markdown_table(table, present, ge), "", "## T2I-CompBench (per category)", "",
             markdown_table(table, present, cb), ""]
+    uncertainty = uncertainty_note(table[table.metric.isin([m for m, _ in ge + cb])])
+    body += uncertainty + ([""] if uncertainty else [])
     notes = skipped_notes(table, [m for m, _ in ge + cb])
     if notes:
         body += ["Not reported (—):", *notes, ""]

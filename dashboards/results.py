@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from configs.params import ParamsError, load_params
-from dashboards.report import (COMPBENCH, GENEVAL, LOWER_IS_BETTER, VARIANT_LABELS, ablation_markdown,
-                               best_by_metric, results_table)
+from dashboards.report import (COMPBENCH, GENEVAL, LOWER_IS_BETTER, SIGNIFICANT, VARIANT_LABELS,
+                               ablation_markdown, best_by_metric, results_table)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
           "loss_d_fake", "grad_norm_generator", "grad_norm_fake_score", "grad_norm_discriminator", "s_per_iter"]
@@ -79,6 +79,28 @@ def wide_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return wide.reindex(index=rows, columns=cols)
 
 
+def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """variant x metric as text: value ± half its 95 % interval, * where it differs from `full` with
+    p < 0.05 (the report's columns ci_low / ci_high / p_vs_full); empty when no interval was computed."""
+    if table.empty or "ci_low" not in table or not table.ci_low.notna().any():
+        return pd.DataFrame()
+
+    def cell(r) -> str:
+        if pd.isna(r.value):
+            return "—"
+        text = f"{r.value:.4g}"
+        if pd.notna(r.ci_low) and pd.notna(r.ci_high):
+            text += f" ± {(r.ci_high - r.ci_low) / 2:.2g}"
+        if pd.notna(r.get("p_vs_full")) and r.p_vs_full < SIGNIFICANT:
+            text += " *"
+        return text
+
+    shown = table.assign(text=table.apply(cell, axis=1))
+    wide = shown.pivot_table(index="variant", columns="metric", values="text", aggfunc="first")
+    rows = [v for v in order if v in wide.index] + [v for v in wide.index if v not in order]
+    return wide.reindex(index=rows, columns=list(dict.fromkeys(table.metric))).fillna("—")
+
+
 def best_cells(table: pd.DataFrame) -> dict[str, float]:
     """Best value per metric over the distilled variants (direction-aware; the teacher excluded)."""
     return best_by_metric(table, [v for v in table.variant.unique() if v != "teacher"])
@@ -98,6 +120,19 @@ def ablation(loc: Locations, table: pd.DataFrame) -> str:
     if md.is_file():
         return md.read_text()
     return ablation_markdown(table, [v for v in variant_order(loc, table) if v != "teacher"])
+
+
+def run_alarms(loc: Locations) -> dict[str, list[dict]]:
+    """variant -> the collapse / oscillation alarms its distill run recorded (summary.json `alarms`)."""
+    out = {}
+    for path in sorted(loc.runs.glob("*/summary.json")) if loc.runs.is_dir() else []:
+        try:
+            alarms = json.loads(path.read_text()).get("alarms") or []
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if alarms:
+            out[path.parent.name] = alarms
+    return out
 
 
 def load_curves(loc: Locations) -> pd.DataFrame:

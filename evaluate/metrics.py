@@ -34,9 +34,10 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params
 from configs.paths import writable_folder
 from evaluate.diversity import LpipsDiversity, clip_diversity
-from evaluate.frechet import Dinov2Features, InceptionFeatures, fd
+from evaluate.frechet import Dinov2Features, InceptionFeatures
 from evaluate.clip_score import ClipScorer
 from evaluate.generate import eval_settings
+from evaluate.intervals import LEVEL, MetricSample, save_samples
 from evaluate.sample_folder import check_aligned, read_samples
 from evaluate.weights import MissingWeights, model_path
 
@@ -119,18 +120,21 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
     return loaded, skipped, described
 
 
-def compute(name: str, model, student, teacher, batch: int) -> tuple[float, int]:
-    """(value, number of images used)."""
+def compute(name: str, model, student, teacher, batch: int) -> tuple[MetricSample, int]:
+    """(what the value is computed from, number of images used); the value is `sample.value()`."""
     fid_s, fid_t = student.group("fid"), teacher.group("fid")
+    prompts = np.array([student.rows[i]["prompt_index"] for i in fid_s])
     if name in ("fid_t", "fd_t_toyworld", "fd_t_dinov2"):
-        return fd(model(student.load(fid_s), batch), model(teacher.load(fid_t), batch)), len(fid_s)
+        return MetricSample("fd", model(student.load(fid_s), batch), prompts, model(teacher.load(fid_t), batch)), len(fid_s)
     if name == "patch_fid_t":
         imgs_s = student.load(fid_s)
         if min(imgs_s.shape[1:3]) < 299:
             raise Skip(f"images are {imgs_s.shape[2]}x{imgs_s.shape[1]} px; patch FID needs a 299x299 native crop")
-        return fd(model.patches(imgs_s, batch), model.patches(teacher.load(fid_t), batch)), len(fid_s)
+        return MetricSample("fd", model.patches(imgs_s, batch), prompts,
+                            model.patches(teacher.load(fid_t), batch)), len(fid_s)
     if name == "clip_score":
-        return model.clip_score(student.load(fid_s), [student.rows[i]["prompt"] for i in fid_s]), len(fid_s)
+        scores = model.per_image(student.load(fid_s), [student.rows[i]["prompt"] for i in fid_s])
+        return MetricSample("mean", scores, prompts, floor=0.0), len(fid_s)
     if name in ("clip_diversity", "lpips_diversity"):
         groups: dict[int, list[int]] = {}
         for i in student.group("diversity"):
@@ -140,11 +144,13 @@ def compute(name: str, model, student, teacher, batch: int) -> tuple[float, int]
         per_prompt = [student.load(idx) for idx in groups.values()]
         n = sum(len(p) for p in per_prompt)
         if name == "clip_diversity":
-            return clip_diversity([model.image_features(p, batch) for p in per_prompt]), n
-        return model(per_prompt), n
+            values = [clip_diversity([model.image_features(p, batch)]) for p in per_prompt]
+        else:
+            values = [model.prompt_diversity(p) for p in per_prompt]
+        return MetricSample("mean", np.array(values), np.array(list(groups))), n
     scores = model.score([Image.fromarray(im) for im in student.load(fid_s)],
                          [student.rows[i]["prompt"] for i in fid_s])
-    return float(np.mean(scores)), len(fid_s)
+    return MetricSample("mean", np.asarray(scores, np.float64), prompts), len(fid_s)
 
 
 def run_metrics(params_path: str, samples: str, reference: str, out: str, family: str = "toy",
@@ -159,15 +165,25 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     loaded, skipped, described = load_models(list(cfg["metrics"]), models, family, device)
     values: dict[str, float | None] = {m: None for m in cfg["metrics"]}
     counts: dict[str, int] = {}
+    samples: dict[str, MetricSample] = {}
+    intervals: dict[str, list[float]] = {}
+    draws = int(cfg["bootstrap"])
     for name in tqdm(list(loaded), desc="metrics", unit="metric"):
         try:
-            values[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]))
+            samples[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]))
         except Skip as e:
             skipped[name] = str(e)
+            continue
+        values[name] = samples[name].value()
+        if draws:
+            intervals[name] = list(samples[name].interval(draws, int(cfg["seed"])))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(values, indent=2) + "\n")
+    save_samples(out / "per_prompt.npz", samples)  # for paired comparisons between variants (report)
     meta = {"skipped": skipped, "n_images": counts, "features": described,
+            "intervals": intervals, "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
+                                                  "fd_interval": "basic (bias-corrected), clipped at 0"},
             "models": {k: v for k, v in models.items()}, "family": family,
             "samples": str(samples), "reference": str(reference),
             "seeds": {"eval.seed": cfg["seed"], "first": student.rows[0]["seed"], "images": len(student.rows)}}

@@ -10,6 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
+from evaluate.intervals import load_samples
 from evaluate.generate import main as generate_main
 from evaluate.metrics import main as metrics_main
 from evaluate.sample_folder import SampleFolderError, read_samples
@@ -53,6 +54,7 @@ def test_generate_resumes_and_restarts_on_other_settings(sample_sets, tmp_path):
     other.write_text(yaml.safe_dump({"eval": {**SMALL, "teacher_steps": 3}}))
     generate_main(["--params", str(other), "--out", str(out)])
     assert read_samples(out).rows[0]["steps"] == 3 and (out / "4" / "0.png").stat().st_mtime_ns != stamp
+    assert len(list((tmp_path / "t.superseded").glob("*/4/0.png"))) == 1  # the earlier images moved aside, kept
 
 
 def test_metrics_toy_values_and_skipped_reasons(sample_sets, tmp_path):
@@ -70,6 +72,12 @@ def test_metrics_toy_values_and_skipped_reasons(sample_sets, tmp_path):
     assert "models.inception" in meta["skipped"]["fid_t"]
     assert meta["n_images"]["fd_t_toyworld"] == 12 and meta["n_images"]["clip_diversity"] == 6
     assert "toy CLIP" in meta["features"]["clip_score"]
+    samples = load_samples(tmp_path / "m" / "per_prompt.npz")  # what each value was computed from
+    for name in ("fd_t_toyworld", "clip_score", "clip_diversity"):
+        assert samples[name].value() == pytest.approx(values[name])
+        lo, hi = meta["intervals"][name]
+        assert lo <= values[name] <= hi
+    assert meta["bootstrap"]["draws"] == 200 and meta["bootstrap"]["unit"] == "prompt"
 
 
 def test_fd_of_a_set_with_itself_is_zero(sample_sets, tmp_path):

@@ -48,6 +48,11 @@ def test_fresh_clone_repro_produces_every_row(clone):
         assert set(METRICS) | set(GENEVAL) | set(COMPBENCH) <= set(rows.metric)
         assert rows[rows.metric == "fd_t_toyworld"].value.notna().all()
         assert rows[rows.metric == "hpsv2"].reason.notna().all()
+        assert rows[rows.metric == "fd_t_toyworld"].ci_low.notna().all()  # intervals on every value
+        if v != "full":
+            assert rows[rows.metric == "fd_t_toyworld"].p_vs_full.notna().all()
+        summary = json.loads((repo / "runs" / "distill" / v / "summary.json").read_text())
+        assert summary["alarms"] == [], (v, summary["alarms"])  # the default runs raise no collapse alarm
     assert (repo / "results" / "ablation.md").is_file()
     assert result["noop_repro_s"] < 60 and set(result["stages_s"]) >= {"toyworld", "report"}
 

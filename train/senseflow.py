@@ -69,6 +69,7 @@ from transformers.utils import logging as transformers_logging
 from backbones import backbone_class, load_backbone
 from backbones.base import Backbone
 from configs.cli import ArgumentParser, UserError, run_command
+from train.alarms import check_alarms, describe, fake_loss_cv, logit_gap, sample_signals
 from train.batches import StepBatchSampler
 from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_run_student, load_run_checkpoint,
                               save_run_checkpoint)
@@ -416,6 +417,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
     with torch.set_grad_enabled(gen_turn):
         gen_out = bb.model_output(run.generator, inp.x_t, inp.t, cond)
         x0_gen = bb.to_x0(gen_out, inp.x_t, inp.t)
+    logs.update(sample_signals(x0_gen, x_real))  # collapse alarms (train/alarms.py)
 
     if s["vfm"]:
         disc = unwrap(run.discriminator)
@@ -469,17 +471,39 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
         with torch.no_grad():
             fake_images = bb.decode(x0_gen.detach()) if generated_images is None else generated_images.detach()
         with acc.no_sync(run.discriminator):  # real and fake back-propagate separately (released), one all-reduce
-            loss_d_real = d_hinge_loss(run.discriminator(images, text, ref_features=reference, generator=noise),
-                                       None, time_weight)
+            real_logits = run.discriminator(images, text, ref_features=reference, generator=noise)
+            loss_d_real = d_hinge_loss(real_logits, None, time_weight)
             ensure_finite(run, step, {"loss_d_real": loss_d_real})
             acc.backward(loss_d_real)
-        loss_d_fake = d_hinge_loss(None, run.discriminator(fake_images, text, ref_features=reference,
-                                                           generator=noise), time_weight)
+        fake_logits = run.discriminator(fake_images, text, ref_features=reference, generator=noise)
+        loss_d_fake = d_hinge_loss(None, fake_logits, time_weight)
         ensure_finite(run, step, {"loss_d_fake": loss_d_fake})
         acc.backward(loss_d_fake)
         logs.update(clip_and_step(run, "discriminator", step))
-        logs.update(loss_d_real=float(loss_d_real.detach()), loss_d_fake=float(loss_d_fake.detach()))
+        logs.update(loss_d_real=float(loss_d_real.detach()), loss_d_fake=float(loss_d_fake.detach()),
+                    d_logit_gap=logit_gap(real_logits, fake_logits))
     return logs
+
+
+# ---- alarms (train/alarms.py): <out>/alarms.jsonl, one line per alarm, read into summary.json -----
+def record_alarms(acc: Accelerator, out: Path, fired: list[dict]) -> None:
+    if not fired or not acc.is_main_process:
+        return
+    with open(out / "alarms.jsonl", "a") as f:
+        for alarm in fired:
+            acc.print(f"senseflow: warning: {describe(alarm)}")
+            f.write(json.dumps(alarm) + "\n")
+
+
+def read_alarms(out: Path) -> list[dict]:
+    path = out / "alarms.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def keep_alarms_until(out: Path, step: int) -> None:
+    kept = [a for a in read_alarms(out) if a["step"] <= step]
+    if (out / "alarms.jsonl").is_file():
+        (out / "alarms.jsonl").write_text("".join(json.dumps(a) + "\n" for a in kept))
 
 
 # ---- samples, the loop, the CLI ----------------------------------------------------------------
@@ -599,6 +623,8 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
                       ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in plan.adjusted.items()))
     start_tracking(acc, out, s, resume=ckpt is not None)
     if acc.is_main_process:
+        keep_alarms_until(out, start)  # a rerun from a checkpoint drops the alarms of the iterations it repeats
+    if acc.is_main_process:
         acc.print(f"senseflow: family {s['family']} preset {s['preset']}, {acc.num_processes} process(es)"
                   f"{' FSDP2' if s['fsdp'] else ''}, {s['precision']}, iterations {start}..{s['steps']}"
                   f"{f' (resumed from {ckpt})' if ckpt else ''}")
@@ -620,8 +646,11 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
             means.add({**logs, "s_per_iter": times[-1]})
             done = step + 1
             if done % s["log_every"] == 0 or done == s["steps"]:
-                values = {**means.pop(), "fake_score_loss_std": run.fake_losses.std}
-                log_metrics(acc, values, step=done)
+                values = {**means.pop(), "fake_score_loss_std": run.fake_losses.std,
+                          "fake_loss_cv": fake_loss_cv(run.fake_losses.std, run.fake_losses.mean)}
+                fired = check_alarms(values, s, done)
+                log_metrics(acc, {**values, **{f"alarm/{a['signal']}": 1.0 for a in fired}}, step=done)
+                record_alarms(acc, out, fired)
                 bar.set_postfix(fake=f"{values['loss_fake_score']:.4f}", s_it=f"{values['s_per_iter']:.3f}")
             if done % s["checkpoint_every"] == 0 or done == s["steps"]:
                 run.last_checkpoint = save_run_checkpoint(run, done)
@@ -638,6 +667,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
                 "steps": s["steps"], "resumed_from": start, "world_size": acc.num_processes,
                 "s_per_iter": s_per_iter, "fake_score_loss_std": run.fake_losses.std,
                 "resumed_with_changes": {k: list(v) for k, v in plan.adjusted.items()},
+                "alarms": read_alarms(out),
                 "differs_from_preset": s.get(PROVENANCE, {})}, indent=2, default=str))
     finally:
         bar.close()

@@ -6,7 +6,9 @@ the iterations since the previous point; generator terms only exist on generator
 loss_dmd, loss_adv, loss_isg, loss_generator, loss_fake_score, loss_d_real, loss_d_fake,
 grad_norm_{generator,fake_score,discriminator}, lr_{generator,fake_score,discriminator},
 s_per_iter, backsim_fraction, and fake_score_loss_std: the standard deviation of the fake-score
-loss over the last `train.loss_window` iterations (the oscillation the paper's Fig. 3 discusses).
+loss over the last `train.loss_window` iterations (the oscillation the paper's Fig. 3 discusses);
+the alarm signals sample_diversity, sample_contrast, fake_loss_cv, d_logit_gap and, when one fires,
+alarm/<signal> = 1 (train/alarms.py).
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ class RollingStd:
         if len(self.values) < 2:
             return float("nan")
         return float(np.std(np.asarray(self.values, dtype=np.float64)))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(np.asarray(self.values, dtype=np.float64))) if self.values else float("nan")
 
     def state(self) -> list[float]:
         return list(self.values)

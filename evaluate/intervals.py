@@ -1,0 +1,161 @@
+"""Uncertainty of the evaluation numbers: bootstrap intervals within a run, paired comparisons
+between variants, and intervals across training seeds.
+
+Within a run, prompts are the resampling unit (each FID-family image is one prompt's image, aligned
+with the teacher's image of the same prompt and seed), so every bootstrap replicate draws one set
+of prompt indices with replacement and applies it to every set that is compared:
+
+- a mean over prompts (CLIP score, HPSv2, ...): percentile interval of the replicate means;
+- a Fréchet distance: the replicate resamples the student's and the teacher's features with the
+  same indices. Duplicated images shrink the effective sample, so replicate distances sit above the
+  point estimate (the small-N bias of Fréchet distances, of order trace(cov) / N); the interval is
+  the basic (reverse-percentile) bootstrap interval 2 d - q, which corrects that first-order bias,
+  clipped at 0. Intervals of distances between N-image sets also only describe N-image sets: an FD
+  at N = 384 is not comparable with one at N = 5,000;
+- a paired comparison of variant v with `full` (`p_vs_full`): the difference of the two values on
+  each replicate (same indices for v, full and the teacher reference, so the bias largely cancels);
+  p is the two-sided bootstrap p-value 2 min(P(diff <= 0), P(diff >= 0)), floored at 1 / B.
+
+Across training seeds (`n_seeds` > 1): the mean over seeds with a Student-t 95 % interval of the
+seed means; with one seed the within-run interval is reported and `n_seeds` says so.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from evaluate.frechet import fd
+
+LEVEL = 0.95
+
+
+@dataclass
+class MetricSample:
+    """What one metric's value is computed from, kept for its interval and for paired comparisons.
+
+    kind "mean": `values` (N,) per prompt, the value is their mean (raised to `floor` when set: the
+    CLIP score's max(., 0)); kind "fd": `values` (N, D) student features and `reference` (N, D) the
+    teacher's features of the same prompts and seeds, the value is their Fréchet distance. `prompts`
+    (N,) names the prompt of each row, so two variants are compared on the same prompts. With
+    `strata` (N,) (GenEval's tasks) the value is the mean over strata of each stratum's mean, as
+    GenEval's overall score is, and resampling stays within each stratum."""
+    kind: str
+    values: np.ndarray
+    prompts: np.ndarray
+    reference: np.ndarray | None = None
+    floor: float | None = None
+    strata: np.ndarray | None = None
+
+    def value(self, rows: np.ndarray | None = None) -> float:
+        rows = np.arange(len(self.values)) if rows is None else rows
+        if self.kind == "fd":
+            return fd(self.values[rows], self.reference[rows])
+        values = np.asarray(self.values, np.float64)[rows]
+        if self.strata is not None:
+            labels = np.asarray(self.strata)[rows]
+            mean = float(np.mean([values[labels == t].mean() for t in dict.fromkeys(labels.tolist())]))
+        else:
+            mean = float(np.mean(values))
+        return max(mean, self.floor) if self.floor is not None else mean
+
+    def replicate_indices(self, draws: int, seed: int) -> np.ndarray:
+        return replicate_indices(len(self.values), draws, seed, self.strata)
+
+    def replicates(self, indices: np.ndarray) -> np.ndarray:
+        return np.array([self.value(rows) for rows in indices])
+
+    def interval(self, draws: int, seed: int, level: float = LEVEL) -> tuple[float, float]:
+        """The 95 % bootstrap interval over prompts (module docstring)."""
+        reps = self.replicates(self.replicate_indices(draws, seed))
+        return fd_interval(self.value(), reps, level) if self.kind == "fd" else percentile_interval(reps, level)
+
+
+def paired_comparison(a: MetricSample, b: MetricSample, draws: int, seed: int) -> float:
+    """Bootstrap p-value that a and b have the same value, resampling the prompts they share."""
+    if a.kind != b.kind or not np.array_equal(a.prompts, b.prompts):
+        raise ValueError("a paired comparison needs two samples of the same metric on the same prompts")
+    if a.kind == "fd" and not np.array_equal(a.reference, b.reference):
+        raise ValueError("a paired comparison of Fréchet distances needs the same reference features")
+    return paired_p(a.replicates(indices := a.replicate_indices(draws, seed)) - b.replicates(indices))
+
+
+def save_samples(path: Path, samples: dict[str, MetricSample]) -> None:
+    """One .npz: <metric>.values / .prompts / .reference arrays and a JSON entry for kind and floor."""
+    arrays = {"_kinds": np.array(json.dumps({m: {"kind": s.kind, "floor": s.floor} for m, s in samples.items()}))}
+    for m, s in samples.items():
+        arrays[f"{m}.values"], arrays[f"{m}.prompts"] = np.asarray(s.values), np.asarray(s.prompts)
+        for extra in ("reference", "strata"):
+            if getattr(s, extra) is not None:
+                arrays[f"{m}.{extra}"] = np.asarray(getattr(s, extra))
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_samples(path: Path) -> dict[str, MetricSample]:
+    with np.load(path, allow_pickle=False) as data:
+        kinds = json.loads(str(data["_kinds"]))
+        return {m: MetricSample(k["kind"], data[f"{m}.values"], data[f"{m}.prompts"],
+                                data[f"{m}.reference"] if f"{m}.reference" in data else None, k["floor"],
+                                data[f"{m}.strata"] if f"{m}.strata" in data else None)
+                for m, k in kinds.items()}
+
+
+def replicate_indices(n: int, draws: int, seed: int, strata: np.ndarray | None = None) -> np.ndarray:
+    """(draws, n) row indices drawn with replacement (within each stratum when `strata` labels the
+    rows: every replicate keeps each task's prompt count), the same for every set compared."""
+    rng = np.random.default_rng([seed, 20250605])
+    if strata is None:
+        return rng.integers(0, n, size=(draws, n))
+    out = np.empty((draws, n), np.int64)
+    for label in dict.fromkeys(np.asarray(strata).tolist()):
+        members = np.flatnonzero(np.asarray(strata) == label)
+        out[:, members] = members[rng.integers(0, len(members), size=(draws, len(members)))]
+    return out
+
+
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(np.asarray(replicates, np.float64), [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+def mean_interval(values: np.ndarray, indices: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-prompt values."""
+    values = np.asarray(values, np.float64)
+    return percentile_interval(values[indices].mean(axis=1), level)
+
+
+def fd_replicates(student: np.ndarray, teacher: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Fréchet distance of every replicate (student and teacher resampled with the same indices)."""
+    return np.array([fd(student[idx], teacher[idx]) for idx in indices])
+
+
+def fd_interval(value: float, replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Basic bootstrap interval [2 d - q_hi, 2 d - q_lo] (first-order bias corrected), clipped at 0."""
+    q_lo, q_hi = percentile_interval(replicates, level)
+    return max(0.0, 2 * value - q_hi), max(0.0, 2 * value - q_lo)
+
+
+def paired_p(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value that a paired difference is zero."""
+    d = np.asarray(differences, np.float64)
+    p = 2 * min(np.mean(d <= 0), np.mean(d >= 0))
+    return float(min(1.0, max(p, 1.0 / len(d))))
+
+
+def seed_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, lo, hi) over training seeds: Student-t interval of the mean (needs >= 2 seeds)."""
+    x = np.asarray(values, np.float64)
+    if len(x) < 2:
+        raise ValueError("an interval across seeds needs at least 2 seeds")
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+__all__ = ["LEVEL", "MetricSample", "paired_comparison", "save_samples", "load_samples", "replicate_indices", "percentile_interval", "mean_interval", "fd_replicates", "fd_interval",
+           "paired_p", "seed_interval"]
