@@ -380,6 +380,7 @@ TRAIN = Section({
     "optimizer": "adamw",            # "adamw" (torch) or "adamw8bit" (torchao, with fsdp; released SD3.5-L / FLUX)
     "init_student": None,            # diffusers folder to start the generator from (e.g. an earlier 4-step student)
     "launch": "python",              # the distill stage's launcher: python | torchrun ... | accelerate launch ... (README)
+    "trackers": ["dvclive"],         # any of dvclive, tensorboard, wandb (offline) through accelerate (README)
     # bookkeeping
     "checkpoint_every": 200,
     "keep_checkpoints": 2,
@@ -414,6 +415,7 @@ TRAIN = Section({
                                 "adv_weight", "isg_weight", "isg_margin")},
     "warmup_start": number(0.0, 1.0, lo_open=True), "betas": list_of(number(0.0, 1.0, hi_open=True), length=2),
     "precision": one_of("fp32", "bf16"), "optimizer": one_of("adamw", "adamw8bit"), "init_student": optional(text),
+    "trackers": list_of(one_of("dvclive", "tensorboard", "wandb"), min_len=1),
 })
 
 SAMPLER = {

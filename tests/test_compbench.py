@@ -114,7 +114,6 @@ def test_toy_edition_scores_wrong_images_low(tmp_path):
     # official cut-off (score < 0.5 -> 0) keeps; the right position scores 1.0
     assert (frame.score == 0.5).all()
     color = toy_prompts("color", 12, 0)
-    recolored = {p.prompt: p for p in color}
 
     def other_colors(p):
         spec = p.spec

@@ -31,15 +31,15 @@ from train.checkpoint import list_checkpoints
 # these is still a valid point to continue from (e.g. a longer run, other logging cadence, memory options)
 RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_prompts", "keep_checkpoints",
                     "threads", "num_workers", "gradient_checkpointing", "shard_teacher", "cpu_offload", "launch",
-                    "alarm_after", "alarm_diversity_min", "alarm_contrast_min", "alarm_contrast_max",
+                    "trackers", "alarm_after", "alarm_diversity_min", "alarm_contrast_min", "alarm_contrast_max",
                     "alarm_fake_loss_cv_max", "alarm_logit_gap_max"}
 # settings a user may change when continuing a run (the NaN guard's advice; moved weight folders):
 # the run continues from the checkpoint under the new values, which summary.json records
 ADJUSTABLE_ON_RESUME = {"lr_generator", "lr_fake", "lr_discriminator", "grad_clip", "warmup_steps", "warmup_start",
                         "precision"}
 # what a run folder holds; only a folder with nothing else in it is ever moved aside automatically
-RUN_ENTRIES = {"checkpoints", "dvclive", "samples", "student", "summary.json", "alarms.jsonl", ".student.tmp",
-               ".student.old"}
+RUN_ENTRIES = {"checkpoints", "dvclive", "tensorboard", "wandb", "samples", "student", "summary.json", "alarms.jsonl",
+               ".student.tmp", ".student.old"}
 MODES = ("auto", "require", "fresh", "supersede")  # auto: refuse on other settings; supersede: move aside
 
 

@@ -84,7 +84,7 @@ from train.isg import isg_loss
 from configs.params import ParamsError
 from train.settings import PROVENANCE, guidance_range, load_settings
 from train.sharding import full_tensor, resharded, shard_like, unwrap
-from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking
+from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking, tracker_project
 from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
 
 
@@ -195,14 +195,15 @@ def _replicated(module: nn.Module, accelerator: Accelerator) -> nn.Module:
 
 
 def make_accelerator(s: dict, out: Path) -> Accelerator:
-    """The launch's Accelerator (process group, device, dvclive tracker), checked against the launcher."""
+    """The launch's Accelerator (process group, device, the train.trackers), checked against the launcher."""
     # precision is the loop's own policy (precision_context), not accelerate's mixed_precision
     handlers = []
     if s["cpu_offload"] and torch.cuda.is_available():  # offloaded gradients are reduced on CPU too
         from accelerate.utils import InitProcessGroupKwargs
 
         handlers.append(InitProcessGroupKwargs(backend="cpu:gloo,cuda:nccl"))
-    accelerator = Accelerator(mixed_precision="no", log_with="dvclive", project_dir=str(out), kwargs_handlers=handlers)
+    accelerator = Accelerator(mixed_precision="no", log_with=list(s["trackers"]), kwargs_handlers=handlers,
+                              project_config=tracker_project(out))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise RuntimeError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}: every "

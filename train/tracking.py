@@ -1,7 +1,8 @@
-"""Training logs of the SenseFlow loop: accelerate's dvclive tracker, window means of every
-logged value, the fake-score loss oscillation, sample grids.
+"""Training logs of the SenseFlow loop: accelerate's trackers (train.trackers: dvclive by default,
+TensorBoard, Weights & Biases offline), window means of every logged value, the fake-score loss
+oscillation, sample grids.
 
-Metrics (dvclive, `<out>/dvclive/`; one point every `train.log_every` iterations, each the mean over
+Metrics (dvclive `<out>/dvclive/`, and the other trackers when chosen; one point every `train.log_every` iterations, each the mean over
 the iterations since the previous point; generator terms only exist on generator turns):
 loss_dmd, loss_adv, loss_isg, loss_generator, loss_fake_score, loss_d_real, loss_d_fake,
 grad_norm_{generator,fake_score,discriminator}, lr_{generator,fake_score,discriminator},
@@ -72,11 +73,25 @@ def flat_config(settings: dict) -> dict:
     return {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in settings.items()}
 
 
+TRACKERS = ("dvclive", "tensorboard", "wandb")  # train.trackers: accelerate's trackers of those names
+
+
+def tracker_project(out: Path):
+    """accelerate's project configuration: TensorBoard event files under `<out>/tensorboard/`."""
+    from accelerate.utils import ProjectConfiguration
+
+    return ProjectConfiguration(project_dir=str(out), logging_dir=str(Path(out) / "tensorboard"))
+
+
 def start_tracking(accelerator, out: Path, settings: dict, resume: bool) -> None:
-    """accelerate's dvclive tracker writing `<out>/dvclive` (no DVC experiment, no dvc.yaml edits:
-    the pipeline declares the plots)."""
-    accelerator.init_trackers("senseflow", config=flat_config(settings), init_kwargs={"dvclive": {
-        "dir": str(Path(out) / "dvclive"), "resume": resume, "save_dvc_exp": False, "dvcyaml": None}})
+    """The trackers of `train.trackers`, through accelerate (every logged value goes to each):
+    dvclive writing `<out>/dvclive` (no DVC experiment, no dvc.yaml edits: the pipeline declares the
+    plots), TensorBoard `<out>/tensorboard/senseflow/`, Weights & Biases offline `<out>/wandb/`
+    (nothing is sent; `wandb sync <out>/wandb/offline-run-*` uploads it later)."""
+    init = {"dvclive": {"dir": str(Path(out) / "dvclive"), "resume": resume, "save_dvc_exp": False, "dvcyaml": None},
+            "wandb": {"mode": "offline", "dir": str(out), "name": Path(out).name}}
+    accelerator.init_trackers("senseflow", config=flat_config(settings),
+                              init_kwargs={k: v for k, v in init.items() if k in settings["trackers"]})
 
 
 def log_metrics(accelerator, values: dict[str, float], step: int) -> None:
@@ -99,4 +114,4 @@ def save_sample_grid(accelerator, images, path: Path, step: int) -> Path | None:
     return Path(path)
 
 
-__all__ = ["RollingStd", "WindowMeans", "flat_config", "start_tracking", "log_metrics", "save_sample_grid"]
+__all__ = ["TRACKERS", "tracker_project", "RollingStd", "WindowMeans", "flat_config", "start_tracking", "log_metrics", "save_sample_grid"]
