@@ -8,8 +8,8 @@ Reads, for the teacher and every variant in params.yaml `variants`:
   results/compbench/<v>/summary.json   {"compbench_<category>": x}
 and writes
   results/summary.csv    long format: variant,family,metric,value,n_images,reason,seed,revision,
-                         ci_low,ci_high,n_seeds,p_vs_full (one row per variant x metric; empty value +
-                         reason when a metric did not run)
+                         ci_low,ci_high,n_seeds,p_vs_full,fd_bias (one row per variant x metric; empty
+                         value + reason when a metric did not run)
   results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
   results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
 A source that is missing for a variant gives its rows with reason "not run" (never a crash). The
@@ -18,7 +18,8 @@ teacher is the FID-T reference, so it only has benchmark rows.
 Uncertainty (evaluate/intervals.py): `ci_low`/`ci_high` is the 95 % bootstrap interval over prompts
 (`eval.bootstrap` replicates; the metrics stage's own for its metrics, GenEval stratified by task,
 T2I-CompBench per category); `p_vs_full` the paired bootstrap p-value of the difference from `full`
-on the same prompts and seeds; `n_seeds` the training seeds behind the value. The tables mark a
+on the same prompts and seeds; `n_seeds` the training seeds behind the value; `fd_bias` the
+bootstrap estimate of a Fréchet distance's small-N bias. The tables mark a
 difference from `full` with * where p < 0.05; the others are within noise.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
 LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
 COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
-           "n_seeds", "p_vs_full"]
+           "n_seeds", "p_vs_full", "fd_bias"]
 SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
 
 # paper-style labels (Tab. 2 rows); other variant names are shown as they are
@@ -131,8 +132,7 @@ def prompt_samples(results: Path, variant: str) -> dict[str, MetricSample]:
 def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -> pd.DataFrame:
     """Fill ci_low / ci_high / n_seeds / p_vs_full (module docstring) for the rows with a value."""
     samples = {v: prompt_samples(results, v) for v in dict.fromkeys(table.variant)}
-    stage_intervals = {v: (_read_json(results / "metrics" / v / "metrics.meta.json") or {}).get("intervals") or {}
-                       for v in samples}
+    metas = {v: _read_json(results / "metrics" / v / "metrics.meta.json") or {} for v in samples}
     full = samples.get("full", {})
     for i, row in table.iterrows():
         sample = samples[row.variant].get(row.metric)
@@ -141,8 +141,14 @@ def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -
         table.at[i, "n_seeds"] = 1
         if not draws:
             continue
-        lo_hi = stage_intervals[row.variant].get(row.metric) or sample.interval(draws, seed)
+        lo_hi = (metas[row.variant].get("intervals") or {}).get(row.metric)
+        bias = (metas[row.variant].get("fd_bias") or {}).get(row.metric)
+        if lo_hi is None:
+            boot = sample.bootstrap(draws, seed)
+            lo_hi, bias = boot["ci"], boot["bias"]
         table.at[i, "ci_low"], table.at[i, "ci_high"] = float(lo_hi[0]), float(lo_hi[1])
+        if bias is not None:
+            table.at[i, "fd_bias"] = float(bias)
         if row.variant not in ("full", "teacher") and row.metric in full:
             try:
                 table.at[i, "p_vs_full"] = paired_comparison(sample, full[row.metric], draws, seed)
@@ -176,7 +182,7 @@ def results_table(params: dict, results: Path, revision: str | None = None) -> p
             parts += got
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision} for r in parts]
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"ci_low": float, "ci_high": float, "p_vs_full": float,
-                                                        "n_seeds": "Int64"})
+                                                        "n_seeds": "Int64", "fd_bias": float})
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
     return add_uncertainty(table, results, draws, int(seed or 0))
 
@@ -236,7 +242,20 @@ def uncertainty_note(table: pd.DataFrame) -> list[str]:
             f"`full` with p < {SIGNIFICANT} (paired bootstrap on the same prompts and seeds): "
             f"{len(significant)} of {len(compared)} comparisons; the others are within noise. "
             + ("One training seed: the intervals do not include seed-to-seed variation, which on this toy "
-               "scale can reorder the variants." if n_seeds < 2 else f"{n_seeds} training seeds.")]
+               "scale can reorder the variants." if n_seeds < 2 else f"{n_seeds} training seeds.")
+            + fd_bias_note(table)]
+
+
+def fd_bias_note(table: pd.DataFrame) -> str:
+    biased = table[table.fd_bias.notna()] if "fd_bias" in table else table.iloc[0:0]
+    if biased.empty:
+        return ""
+    parts = [f"{m} about +{g.fd_bias.median():.3g} (values {g.value.min():.3g}-{g.value.max():.3g})"
+             for m, g in biased.groupby("metric", sort=False)]
+    n = int(biased.n_images.dropna().max()) if biased.n_images.notna().any() else None
+    return (f" Fréchet distances of {n or 'N'}-image sets are biased upwards; the bootstrap estimates that bias at "
+            + "; ".join(parts) + " (column `fd_bias`): compare them only at the same N, never with published "
+            "values at another N.")
 
 
 def skipped_notes(table: pd.DataFrame, metrics: list[str]) -> list[str]:

@@ -167,6 +167,7 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     counts: dict[str, int] = {}
     samples: dict[str, MetricSample] = {}
     intervals: dict[str, list[float]] = {}
+    biases: dict[str, float] = {}  # Fréchet distances: bootstrap estimate of the small-N bias
     draws = int(cfg["bootstrap"])
     for name in tqdm(list(loaded), desc="metrics", unit="metric"):
         try:
@@ -176,14 +177,18 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
             continue
         values[name] = samples[name].value()
         if draws:
-            intervals[name] = list(samples[name].interval(draws, int(cfg["seed"])))
+            boot = samples[name].bootstrap(draws, int(cfg["seed"]))
+            intervals[name] = list(boot["ci"])
+            if boot["bias"] is not None:
+                biases[name] = boot["bias"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(values, indent=2) + "\n")
     save_samples(out / "per_prompt.npz", samples)  # for paired comparisons between variants (report)
     meta = {"skipped": skipped, "n_images": counts, "features": described,
-            "intervals": intervals, "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
-                                                  "fd_interval": "basic (bias-corrected), clipped at 0"},
+            "intervals": intervals, "fd_bias": biases,
+            "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
+                          "fd_interval": "replicate percentiles re-centred on the estimate, clipped at 0"},
             "models": {k: v for k, v in models.items()}, "family": family,
             "samples": str(samples), "reference": str(reference),
             "seeds": {"eval.seed": cfg["seed"], "first": student.rows[0]["seed"], "images": len(student.rows)}}
