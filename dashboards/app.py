@@ -20,6 +20,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only dashboards/ on the path
 
+from dashboards import charts as C  # noqa: E402
 from dashboards import results as R  # noqa: E402
 
 st.set_page_config(page_title="SenseFlow workbench", layout="wide")
@@ -84,7 +85,8 @@ else:
             if frame.empty:
                 st.info("No scores yet (the geneval / compbench stages have not run).")
             else:
-                st.bar_chart(frame, x="category", y="value", color="variant", stack=False)
+                st.altair_chart(C.benchmark_chart(frame, order, "score"), width="stretch")
+                st.caption("Teacher in grey; error bars: 95 % bootstrap interval over prompts.")
 
 st.header("Training curves")
 curves = R.load_curves(loc)
@@ -93,8 +95,7 @@ if curves.empty:
 else:
     available = [m for m in R.CURVES if m in set(curves.metric)] + sorted(set(curves.metric) - set(R.CURVES))
     metric = st.selectbox("Curve", available, index=0)
-    chosen = curves[curves.metric == metric].pivot_table(index="step", columns="variant", values="value")
-    st.line_chart(chosen)
+    st.altair_chart(C.curve_chart(curves[curves.metric == metric], metric, order), width="stretch")
 
 st.header("Samples: one prompt across teacher and variants")
 prompts = R.sample_prompts(loc)

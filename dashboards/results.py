@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.params import ParamsError, load_params
-from dashboards.report import (COMPBENCH, GENEVAL, LOWER_IS_BETTER, SIGNIFICANT, VARIANT_LABELS,
+from dashboards.report import (COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
                                ablation_markdown, best_by_metric, results_table)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
@@ -69,14 +69,26 @@ def load_table(loc: Locations) -> pd.DataFrame:
     return table if table.value.notna().any() else table.iloc[0:0]
 
 
+def metric_columns(table: pd.DataFrame, keep_empty: bool = False) -> list[str]:
+    """Metrics in reading order: distillation metrics (DESIGN names) first, then GenEval, then
+    T2I-CompBench, then anything else; metrics without a single value left out unless keep_empty
+    (they are listed with their reasons under the table)."""
+    present = list(dict.fromkeys(table.metric))
+    order = [m for m in METRICS + GENEVAL + COMPBENCH if m in present] + \
+        [m for m in present if m not in METRICS + GENEVAL + COMPBENCH]
+    if keep_empty:
+        return order
+    ran = set(table[table.value.notna()].metric)
+    return [m for m in order if m in ran]
+
+
 def wide_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """variant x metric values (NaN where a metric did not run)."""
+    """variant x metric values, distillation metrics first, metrics that never ran collapsed."""
     if table.empty:
         return pd.DataFrame()
     wide = table.pivot_table(index="variant", columns="metric", values="value", aggfunc="first", dropna=False)
     rows = [v for v in order if v in wide.index] + [v for v in wide.index if v not in order]
-    cols = list(dict.fromkeys(table.metric))
-    return wide.reindex(index=rows, columns=cols)
+    return wide.reindex(index=rows, columns=metric_columns(table))
 
 
 def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -98,7 +110,7 @@ def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     shown = table.assign(text=table.apply(cell, axis=1))
     wide = shown.pivot_table(index="variant", columns="metric", values="text", aggfunc="first")
     rows = [v for v in order if v in wide.index] + [v for v in wide.index if v not in order]
-    return wide.reindex(index=rows, columns=list(dict.fromkeys(table.metric))).fillna("—")
+    return wide.reindex(index=rows, columns=metric_columns(table)).fillna("—")
 
 
 def best_cells(table: pd.DataFrame) -> dict[str, float]:
@@ -116,10 +128,13 @@ def skipped(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation(loc: Locations, table: pd.DataFrame) -> str:
+    """results/ablation.md (or the same built from the table) without its own title: the dashboard
+    gives the section its heading."""
     md = loc.results / "ablation.md"
-    if md.is_file():
-        return md.read_text()
-    return ablation_markdown(table, [v for v in variant_order(loc, table) if v != "teacher"])
+    text = md.read_text() if md.is_file() else \
+        ablation_markdown(table, [v for v in variant_order(loc, table) if v != "teacher"])
+    lines = text.splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip()
 
 
 def run_alarms(loc: Locations) -> dict[str, list[dict]]:
@@ -183,10 +198,12 @@ def sample_images(loc: Locations, prompt_index: int, order: list[str]) -> dict[s
 
 
 def benchmark_frame(table: pd.DataFrame, names: list[str], prefix: str) -> pd.DataFrame:
-    """Long (variant, category, value) for one benchmark's per-category scores."""
+    """Long (variant, category, value, ci_low, ci_high) for one benchmark's per-category scores."""
     sub = table[table.metric.isin(names) & table.value.notna() & table.metric.ne("geneval_overall")]
-    return pd.DataFrame({"variant": sub.variant, "category": sub.metric.str.removeprefix(prefix),
-                         "value": sub.value}).reset_index(drop=True)
+    frame = pd.DataFrame({"variant": sub.variant, "category": sub.metric.str.removeprefix(prefix), "value": sub.value})
+    for col in ("ci_low", "ci_high"):
+        frame[col] = sub[col] if col in sub else float("nan")
+    return frame.reset_index(drop=True)
 
 
 def geneval_frame(table: pd.DataFrame) -> pd.DataFrame:

@@ -100,3 +100,27 @@ def test_empty_results_show_messages_not_tracebacks(monkeypatch, tmp_path):
     assert not at.exception
     text = " ".join(i.value for i in at.info)
     assert "No results yet" in text and "No dvclive logs" in text and "No generated samples" in text
+
+
+def test_tables_and_charts_read_as_a_researcher_expects(tmp_path):
+    """Distillation metrics first and metrics that never ran collapsed; no heading repeated under the
+    dashboard's own; the teacher first and grey in the benchmark bars, with interval error bars; the
+    curves with titled axes."""
+    from dashboards import charts as C
+
+    params, res, runs = full_tree(tmp_path)
+    loc = R.Locations(res, runs, params)
+    table = R.load_table(loc)
+    order = R.variant_order(loc, table)
+    wide = R.wide_table(table, order)
+    assert list(wide.columns[:3]) == ["fd_t_toyworld", "clip_score", "clip_diversity"]
+    assert "hpsv2" not in wide.columns and wide.notna().any().all()
+    assert not R.ablation(loc, table).startswith("#")
+    frame = R.geneval_frame(table)
+    spec = C.benchmark_chart(frame, order, "score").to_dict()
+    scale = spec["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"][0] == "teacher" and scale["range"][0] == C.TEACHER_COLOR
+    assert len(set(scale["range"])) == len(scale["range"])
+    assert spec["layer"][1]["mark"]["type"] == "rule"  # error bars
+    curve = C.curve_chart(R.load_curves(loc), "loss_fake_score", order).to_dict()
+    assert curve["encoding"]["x"]["title"] == "iteration" and curve["encoding"]["y"]["title"] == "loss_fake_score"
