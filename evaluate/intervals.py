@@ -88,7 +88,9 @@ def paired_comparison(a: MetricSample, b: MetricSample, draws: int, seed: int) -
     """Bootstrap p-value that a and b have the same value, resampling the prompts they share."""
     if a.kind != b.kind or not np.array_equal(a.prompts, b.prompts):
         raise ValueError("a paired comparison needs two samples of the same metric on the same prompts")
-    if a.kind == "fd" and not np.array_equal(a.reference, b.reference):
+    # the teacher's features, extracted again by each variant's metrics stage (equal up to GPU round-off)
+    if a.kind == "fd" and not (a.reference.shape == b.reference.shape
+                               and np.allclose(a.reference, b.reference, rtol=1e-4, atol=1e-5)):
         raise ValueError("a paired comparison of Fréchet distances needs the same reference features")
     return paired_p(a.replicates(indices := a.replicate_indices(draws, seed)) - b.replicates(indices))
 
