@@ -103,4 +103,17 @@ def subsection(params: dict, path: str, editions: tuple[str, ...] | None = None)
     return cfg
 
 
-__all__ = ["ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]
+def run_name(variant: str, seed: int) -> str:
+    """One distillation of the pipeline: variant `variant` trained with seed `seed`. The name is
+    dvc.yaml's matrix key (`distill@full-0`) and the folder under runs/distill/ and results/*/."""
+    return f"{variant}-{int(seed)}"
+
+
+def pipeline_runs(params: dict) -> list[tuple[str, int, str]]:
+    """(variant, seed, run name) of every distillation the pipeline runs: params `variants` x `seeds`
+    (`seeds` absent: [train.seed]), variant-major as dvc.yaml's matrix expands them."""
+    seeds = params.get("seeds") or [int((params.get("train") or {}).get("seed") or 0)]
+    return [(v, int(s), run_name(v, s)) for v in (params.get("variants") or {}) for s in seeds]
+
+
+__all__ = ["run_name", "pipeline_runs", "ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]

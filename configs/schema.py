@@ -388,6 +388,17 @@ TRAIN = Section({
     "loss_window": 50,               # iterations in the rolling std of the fake-score loss
     "sample_every": 200,             # sample grid every N iterations (0: only at the end)
     "sample_prompts": 8,
+    # metrics along training (evaluate/along_training.py): fixed prompts and noise, every eval_every iterations
+    "eval_every": 0,                 # 0: off (the toy preset: 100); also at iteration 0 and at the end
+    "eval_prompts": 96,              # one image each (ToyWorld: GenEval-style prompts, an equal share per task)
+    "eval_prompt_file": None,        # real families: one prompt per line (null: prompts spread over train.dataset)
+    "eval_seed": 0,                  # the fixed noise (and the ToyWorld prompt draw)
+    "eval_batch_size": 32,
+    "eval_sampler": "stochastic",    # the student's sampler for the curves ("stochastic" as `eval.student_sampler`)
+    "eval_teacher_steps": 20,        # the teacher's reference samples: Euler steps ...
+    "eval_teacher_guidance": None,   # ... at this CFG scale (null: train.real_guidance, the mid-point of a range)
+    "eval_clip": None,               # CLIPModel folder for eval/clip_score (null: train.clip on ToyWorld, off otherwise)
+    "eval_inception": None,          # clean-fid's inception-2015-12-05.pt for eval/fid_t (real families)
     # collapse / oscillation alarms (train/alarms.py); null switches a signal off
     "alarm_after": 100,              # iterations before the alarms are armed (the start is noisy)
     "alarm_diversity_min": 0.25,     # sample_diversity below: samples collapsing towards one image
@@ -416,6 +427,10 @@ TRAIN = Section({
     "warmup_start": number(0.0, 1.0, lo_open=True), "betas": list_of(number(0.0, 1.0, hi_open=True), length=2),
     "precision": one_of("fp32", "bf16"), "optimizer": one_of("adamw", "adamw8bit"), "init_student": optional(text),
     "trackers": list_of(one_of("dvclive", "tensorboard", "wandb"), min_len=1),
+    "eval_every": non_negative, "eval_prompts": integer(2), "eval_prompt_file": optional(text),
+    "eval_seed": non_negative, "eval_batch_size": positive, "eval_sampler": one_of(*SAMPLERS),
+    "eval_teacher_steps": positive, "eval_teacher_guidance": optional(number(0.0)), "eval_clip": optional(text),
+    "eval_inception": optional(text),
 })
 
 SAMPLER = {
@@ -474,8 +489,17 @@ MODEL_KEYS = ("toy_clip", "toy_dinov2", "inception", "dinov2", "clip_vit_b32", "
 MODELS = Section({**dict.fromkeys(MODEL_KEYS), "hpsv2_arch": "ViT-H-14", "hpsv2_version": "v2.1"},
                  {**{k: optional(text) for k in MODEL_KEYS}, "hpsv2_version": one_of("v2.0", "v2.1")})
 
+def seed_list(value, key: str) -> list[int]:
+    """The training seeds of the pipeline: distinct non-negative integers, at least one."""
+    seeds = list_of(non_negative, min_len=1)(value, key)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"need distinct seeds, got {value!r}")
+    return seeds
+
+
 SCHEMA: dict[str, Section | Rule] = {
     "seed": non_negative,
+    "seeds": seed_list,  # training seeds of the pipeline (dvc.yaml matrix variant x seed)
     "toyworld": TOYWORLD,
     "teacher": TEACHER,
     "encoders": ENCODERS,

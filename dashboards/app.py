@@ -3,8 +3,8 @@
     python -m dashboards                     # http://localhost:8501, from any working directory
     streamlit run dashboards/app.py          # the same from the repository root (.streamlit/config.toml)
 
-Reads results/ (the `report` stage's summary.csv, or the per-stage JSONs), runs/distill/<v>/dvclive
-and `dvc exp show`; locations can be changed with SENSEFLOW_RESULTS / SENSEFLOW_RUNS / SENSEFLOW_PARAMS
+Reads results/ (the `report` stage's summary.csv, or the per-stage JSONs), runs/distill/<run>/
+(dvclive curves, metrics along training, alarms; a run is <variant>-<seed>) and `dvc exp show`; locations can be changed with SENSEFLOW_RESULTS / SENSEFLOW_RUNS / SENSEFLOW_PARAMS
 (dashboards/results.py). Every section degrades to a message when its inputs are missing. Served on
 every interface (no .streamlit/config.toml in the working directory, or --server.address 0.0.0.0)
 the app shows no results unless started with `python -m dashboards --share`.
@@ -35,11 +35,11 @@ loc = R.Locations.from_env()
 table = R.load_table(loc)
 order = R.variant_order(loc, table)
 
-for variant, alarms in R.run_alarms(loc).items():
+for run, alarms in R.run_alarms(loc).items():
     signals = sorted({a["signal"] for a in alarms})
-    st.warning(f"⚠ {R.label(variant)}: {len(alarms)} collapse/oscillation alarm(s) ({', '.join(signals)}), first at "
+    st.warning(f"⚠ {R.run_label(run)}: {len(alarms)} collapse/oscillation alarm(s) ({', '.join(signals)}), first at "
                f"iteration {min(a['step'] for a in alarms)}: see its sample grids and curves "
-               f"(runs/distill/{variant}/summary.json `alarms`; thresholds train.alarm_*).")
+               f"({loc.runs}/{run}/summary.json `alarms`; thresholds train.alarm_*).")
 
 if table.empty:
     st.info(f"No results yet in `{loc.results}/`. Run `dvc repro` (the default ToyWorld pipeline) and reload; "
@@ -50,6 +50,7 @@ else:
 
     st.header("Variant × metric")
     wide = R.wide_table(table, order)
+    wide.insert(0, "seeds", R.seeds_column(table, wide.index))  # the training seeds behind each row
     best = R.best_cells(table)
 
     def mark_best(col: pd.Series) -> list[str]:
@@ -64,8 +65,12 @@ else:
     if not intervals.empty:
         st.subheader("With 95 % intervals")
         st.dataframe(intervals, width="stretch")
-        st.caption("± half the 95 % bootstrap interval over prompts; * a difference from `full` with p < 0.05 "
-                   "(paired bootstrap on the same prompts and seeds); without * a difference is within noise.")
+        many = "n_seeds" in table and table.n_seeds.dropna().max() > 1
+        st.caption(("Mean over the training seeds in `seeds`; ± half the 95 % Student-t interval across seeds; * a "
+                    "difference from `full` with p < 0.05 (paired t-test over seeds)" if many else
+                    "One training seed; ± half the 95 % bootstrap interval over prompts; * a difference from `full` "
+                    "with p < 0.05 (paired bootstrap on the same prompts and seeds)")
+                   + "; without * a difference is within noise.")
     gaps = R.skipped(table)
     if not gaps.empty:
         with st.expander(f"Metrics without a value ({len(gaps)})", expanded=False):
@@ -88,12 +93,28 @@ else:
                 st.altair_chart(C.benchmark_chart(frame, order, "score"), width="stretch")
                 st.caption("Teacher in grey; error bars: 95 % bootstrap interval over prompts.")
 
+st.header("Metrics along training")
+along = R.load_along_training(loc)
+if along.empty:
+    st.info(f"No metrics along training under `{loc.runs}/` yet (train.eval_every > 0 writes "
+            "<run>/along_training.jsonl: FD-T, CLIP score and, on ToyWorld, oracle accuracy).")
+else:
+    names = [m for m in R.ALONG_TRAINING if m in set(along.metric)]
+    cols = st.columns(len(names))
+    for col, name in zip(cols, names):
+        with col:
+            st.altair_chart(C.curve_chart(along[along.metric == name], name, order, points=True), width="stretch")
+    st.caption("A fixed probe set (train.eval_prompts prompts, fixed noise) sampled every train.eval_every "
+               "iterations; one line per run (training seed). The small-N Fréchet distance is for comparing "
+               "along the curve and between variants, not with the final evaluation. Table: results/along_training.md.")
+
 st.header("Training curves")
 curves = R.load_curves(loc)
 if curves.empty:
     st.info(f"No dvclive logs under `{loc.runs}/` yet (the distill stage writes <variant>/dvclive).")
 else:
     available = [m for m in R.CURVES if m in set(curves.metric)] + sorted(set(curves.metric) - set(R.CURVES))
+    available = [m for m in available if not m.startswith("eval/")] or available
     metric = st.selectbox("Curve", available, index=0)
     st.altair_chart(C.curve_chart(curves[curves.metric == metric], metric, order), width="stretch")
 
@@ -105,7 +126,7 @@ else:
     index = st.selectbox("Prompt", list(prompts), format_func=lambda i: f"{i}: {prompts[i]}")
     images = R.sample_images(loc, index, order)
     for name, paths in images.items():
-        st.markdown(f"**{R.label(name)}**")
+        st.markdown(f"**{R.run_label(name)}**")
         st.image([str(p) for p in paths[:8]], width=96)
 
 st.header("DVC experiments")
@@ -113,7 +134,9 @@ experiments, message = R.dvc_experiments(loc.repo)
 if message:
     st.info(message)
 if not experiments.empty:
-    metric_cols = [c for c in experiments.columns if c.startswith("metrics:")]
-    param_cols = [c for c in experiments.columns if c.startswith("params:") and ".train." in c]
-    st.dataframe(experiments[["experiment", "rev", "baseline"] + param_cols + metric_cols], hide_index=True,
-                 width="stretch")
+    names = R.metric_names(experiments)
+    chosen = st.selectbox("Metric", names + ["(all metrics)"], index=0) if names else "(all metrics)"
+    view = R.experiment_view(experiments, None if chosen == "(all metrics)" else chosen)
+    st.dataframe(view, hide_index=True, width="stretch")
+    st.caption(f"Params that differ between experiments, and each run's {chosen} "
+               f"({len(view.columns)} of {len(experiments.columns)} columns of `dvc exp show`).")

@@ -34,14 +34,17 @@ def benchmark_chart(frame: pd.DataFrame, order: list[str], title: str) -> alt.La
     return alt.layer(bars, errors)
 
 
-def curve_chart(frame: pd.DataFrame, metric: str, order: list[str]) -> alt.Chart:
-    """One training curve per variant: iteration on x, the metric on y."""
+def curve_chart(frame: pd.DataFrame, metric: str, order: list[str], points: bool = False) -> alt.Chart:
+    """Training curves: iteration on x, the metric on y, a colour per variant and one line per run
+    (training seed) of it; `points` marks each evaluated iteration (the metrics along training)."""
     variants = [v for v in order if v in set(frame.variant)] + sorted(set(frame.variant) - set(order))
-    return alt.Chart(frame).mark_line().encode(
+    detail = "run:N" if "run" in frame else "variant:N"
+    tooltip = ["variant"] + (["seed"] if "seed" in frame else []) + ["step", "value"]
+    return alt.Chart(frame).mark_line(point=points).encode(
         x=alt.X("step:Q", title="iteration"),
-        y=alt.Y("value:Q", title=metric),
+        y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
         color=alt.Color("variant:N", sort=variants, scale=colour_scale(variants), title="variant"),
-        tooltip=["variant", "step", "value"])
+        detail=detail, tooltip=tooltip)
 
 
 __all__ = ["TEACHER_COLOR", "colour_scale", "benchmark_chart", "curve_chart"]

@@ -2,25 +2,34 @@
 
     python -m dashboards.report [--params params.yaml] [--results results] [--out results]
 
-Reads, for the teacher and every variant in params.yaml `variants`:
-  results/metrics/<v>/metrics.json (+ metrics.meta.json: skipped reasons, image counts)
-  results/geneval/<v>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
-  results/compbench/<v>/summary.json   {"compbench_<category>": x}
+Reads, for the teacher and every run <v>-<seed> of params.yaml `variants` x `seeds`:
+  results/metrics/<run>/metrics.json (+ metrics.meta.json: skipped reasons, image counts)
+  results/geneval/<run>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
+  results/compbench/<run>/summary.json   {"compbench_<category>": x}
+  results/training/<run>/summary.json    the distill run's summary: metrics along training, alarms
 and writes
   results/summary.csv    long format: variant,family,metric,value,n_images,reason,seed,revision,
-                         ci_low,ci_high,n_seeds,p_vs_full,fd_bias (one row per variant x metric; empty
-                         value + reason when a metric did not run)
+                         ci_low,ci_high,n_seeds,p_vs_full,fd_bias,seed_std (one row per variant x
+                         metric, the value the mean over the training seeds, `seed` the seeds it
+                         averages; empty value + reason when a metric did not run)
+  results/summary_by_seed.csv  the same columns, one row per variant x seed x metric
   results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
   results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
-A source that is missing for a variant gives its rows with reason "not run" (never a crash). The
+  results/along_training.csv / .md  the metrics along training (variant, seed, step, metric, value);
+                         the markdown in the paper's Tab. 8 shape (a metric per variant at each
+                         evaluated iteration)
+A source that is missing for a run gives its rows with reason "not run" (never a crash). The
 teacher is the FID-T reference, so it only has benchmark rows.
 
-Uncertainty (evaluate/intervals.py): `ci_low`/`ci_high` is the 95 % bootstrap interval over prompts
-(`eval.bootstrap` replicates; the metrics stage's own for its metrics, GenEval stratified by task,
-T2I-CompBench per category); `p_vs_full` the paired bootstrap p-value of the difference from `full`
-on the same prompts and seeds; `n_seeds` the training seeds behind the value; `fd_bias` the
-bootstrap estimate of a Fréchet distance's small-N bias. The tables mark a
-difference from `full` with * where p < 0.05; the others are within noise.
+Uncertainty (evaluate/intervals.py). One seed: `ci_low`/`ci_high` is the 95 % bootstrap interval
+over prompts (`eval.bootstrap` replicates; the metrics stage's own for its metrics, GenEval stratified
+by task, T2I-CompBench per category) and `p_vs_full` the paired bootstrap p-value of the difference
+from `full` on the same prompts and seeds. Two or more seeds: the value is the mean over seeds,
+`ci_low`/`ci_high` its Student-t 95 % interval across seeds, `seed_std` the seeds' standard
+deviation, and `p_vs_full` a paired t-test over the seeds both variants ran (the per-seed rows keep
+their bootstrap intervals). `n_seeds` the training seeds behind the value; `fd_bias` the bootstrap
+estimate of a Fréchet distance's small-N bias. The tables mark a difference from `full` with *
+where p < 0.05; the others are within noise.
 """
 from __future__ import annotations
 
@@ -30,13 +39,15 @@ import math
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from configs.cli import ArgumentParser, run_command
-from configs.params import load_params
+from configs.params import load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
-from evaluate.intervals import MetricSample, load_samples, paired_comparison
+from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
 
 # DESIGN.md metric names of the metrics stage, in table order
 METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
@@ -47,7 +58,8 @@ COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
 LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
 COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
-           "n_seeds", "p_vs_full", "fd_bias"]
+           "n_seeds", "p_vs_full", "fd_bias", "seed_std"]
+ALONG_TRAINING = ["eval/fd_t_toyworld", "eval/fid_t", "eval/clip_score", "eval/oracle_accuracy"]  # DESIGN.md keys
 SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
 
 # paper-style labels (Tab. 2 rows); other variant names are shown as they are
@@ -130,25 +142,27 @@ def prompt_samples(results: Path, variant: str) -> dict[str, MetricSample]:
 
 
 def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -> pd.DataFrame:
-    """Fill ci_low / ci_high / n_seeds / p_vs_full (module docstring) for the rows with a value."""
-    samples = {v: prompt_samples(results, v) for v in dict.fromkeys(table.variant)}
-    metas = {v: _read_json(results / "metrics" / v / "metrics.meta.json") or {} for v in samples}
-    full = samples.get("full", {})
+    """Fill ci_low / ci_high / n_seeds / p_vs_full of a one-seed-per-row table (module docstring) for the
+    rows with a value: `run` names each row's folder; `full`'s run of the same seed is the comparison."""
+    samples = {r: prompt_samples(results, r) for r in dict.fromkeys(table.run)}
+    metas = {r: _read_json(results / "metrics" / r / "metrics.meta.json") or {} for r in samples}
+    full_runs = {row.seed: row.run for row in table.itertuples() if row.variant == "full"}
     for i, row in table.iterrows():
-        sample = samples[row.variant].get(row.metric)
+        sample = samples[row.run].get(row.metric)
         if row.value is None or pd.isna(row.value) or sample is None:
             continue
         table.at[i, "n_seeds"] = 1
         if not draws:
             continue
-        lo_hi = (metas[row.variant].get("intervals") or {}).get(row.metric)
-        bias = (metas[row.variant].get("fd_bias") or {}).get(row.metric)
+        lo_hi = (metas[row.run].get("intervals") or {}).get(row.metric)
+        bias = (metas[row.run].get("fd_bias") or {}).get(row.metric)
         if lo_hi is None:
             boot = sample.bootstrap(draws, seed)
             lo_hi, bias = boot["ci"], boot["bias"]
         table.at[i, "ci_low"], table.at[i, "ci_high"] = float(lo_hi[0]), float(lo_hi[1])
         if bias is not None:
             table.at[i, "fd_bias"] = float(bias)
+        full = samples.get(full_runs.get(row.seed), {})
         if row.variant not in ("full", "teacher") and row.metric in full:
             try:
                 table.at[i, "p_vs_full"] = paired_comparison(sample, full[row.metric], draws, seed)
@@ -165,26 +179,117 @@ def git_revision() -> str:
         return "unknown"
 
 
-def results_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
-    """The long table: teacher (benchmarks only, where present) then every variant."""
+def run_rows(results: Path, run: str, teacher: bool = False) -> list[dict]:
+    """Every metric row of one run folder name (the teacher: benchmark rows only, where they ran)."""
+    parts = [] if teacher else metric_rows(results, run)
+    for name, names in (("geneval", GENEVAL), ("compbench", COMPBENCH)):
+        got = summary_rows(results / name / run / "summary.json", names)
+        if teacher and all(r["reason"] == "not run" for r in got):
+            continue
+        parts += got
+    return parts
+
+
+def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
+    """The long table with one row per run (variant x training seed) x metric, the teacher's benchmark
+    rows first (seed empty), each run's bootstrap intervals and paired comparisons with `full` of the
+    same seed. Column `run` names the folder."""
     family = (params.get("train") or {}).get("family") or "unknown"
-    seed = (params.get("eval") or {}).get("seed", params.get("seed"))
+    eval_seed = (params.get("eval") or {}).get("seed", params.get("seed"))
     revision = revision or git_revision()
-    rows = []
-    for variant in ["teacher"] + list(params.get("variants") or {}):
-        parts = []
-        if variant != "teacher":
-            parts += metric_rows(results, variant)
-        for name, names in (("geneval", GENEVAL), ("compbench", COMPBENCH)):
-            got = summary_rows(results / name / variant / "summary.json", names)
-            if variant == "teacher" and all(r["reason"] == "not run" for r in got):
-                continue
-            parts += got
-        rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision} for r in parts]
-    table = pd.DataFrame(rows, columns=COLUMNS).astype({"ci_low": float, "ci_high": float, "p_vs_full": float,
-                                                        "n_seeds": "Int64", "fd_bias": float})
+    rows = [{"variant": "teacher", "family": family, **r, "seed": None, "revision": revision, "run": "teacher"}
+            for r in run_rows(results, "teacher", teacher=True)]
+    for variant, seed, run in pipeline_runs(params):
+        rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
+                 for r in run_rows(results, run)]
+    table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
+        {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
+         "seed": "Int64"})
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
-    return add_uncertainty(table, results, draws, int(seed or 0))
+    return add_uncertainty(table, results, draws, int(eval_seed or 0))
+
+
+def paired_seed_p(values: dict[int, float], full: dict[int, float]) -> float | None:
+    """Two-sided paired t-test over the seeds both ran (None with fewer than 2 shared seeds or no spread)."""
+    shared = sorted(set(values) & set(full))
+    if len(shared) < 2:
+        return None
+    diff = np.array([values[k] - full[k] for k in shared])
+    if np.allclose(diff, diff[0]):
+        return 0.0 if diff[0] != 0 else 1.0
+    return float(stats.ttest_rel([values[k] for k in shared], [full[k] for k in shared]).pvalue)
+
+
+def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant x metric (module docstring): one seed keeps its row as it is; several give
+    the mean, the Student-t interval and spread across seeds and a paired t-test against `full`."""
+    rows = []
+    groups = by_seed.groupby(["variant", "metric"], sort=False, dropna=False)
+    for (variant, metric), g in groups:
+        ok = g[g.value.notna()]
+        first = (ok if len(ok) else g).iloc[0].to_dict()
+        row = {c: first.get(c) for c in COLUMNS}
+        row["seed"] = " ".join(str(int(x)) for x in ok.seed.dropna()) or None
+        if len(ok) >= 2:
+            mean, lo, hi = seed_interval(ok.value.astype(float).tolist())
+            row.update(value=mean, ci_low=lo, ci_high=hi, n_seeds=len(ok), seed_std=float(ok.value.std(ddof=1)),
+                       fd_bias=float(ok.fd_bias.mean()) if ok.fd_bias.notna().any() else None, p_vs_full=None)
+            if variant not in ("full", "teacher"):
+                full = by_seed[(by_seed.variant == "full") & (by_seed.metric == metric) & by_seed.value.notna()]
+                row["p_vs_full"] = paired_seed_p(dict(zip(ok.seed.astype(int), ok.value.astype(float))),
+                                                 dict(zip(full.seed.astype(int), full.value.astype(float))))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"ci_low": float, "ci_high": float, "p_vs_full": float,
+                                                       "n_seeds": "Int64", "fd_bias": float, "seed_std": float})
+
+
+def results_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
+    """The long table: teacher (benchmarks only, where present) then every variant, over its seeds."""
+    return across_seeds(seed_table(params, results, revision))
+
+
+def along_training_table(params: dict, results: Path) -> pd.DataFrame:
+    """(variant, seed, step, metric, value) of every run's metrics along training (its summary.json)."""
+    rows = []
+    for variant, seed, run in pipeline_runs(params):
+        summary = _read_json(results / "training" / run / "summary.json") or {}
+        for point in summary.get("along_training") or []:
+            for metric in ALONG_TRAINING:
+                if _number(point.get(metric)) is not None:
+                    rows.append({"variant": variant, "seed": seed, "step": int(point["step"]), "metric": metric,
+                                 "value": float(point[metric])})
+    return pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value"])
+
+
+def along_training_markdown(curves: pd.DataFrame, variants: list[str]) -> str:
+    """The paper's Tab. 8 shape: per metric, variants x evaluated iterations (mean over seeds, ± their
+    standard deviation with two or more seeds)."""
+    body = ["# Metrics along training (paper Tab. 8 shape)", ""]
+    if curves.empty:
+        return "\n".join(body + ["No run has recorded metrics along training (train.eval_every: 0, or not run yet).",
+                                  ""])
+    n_seeds = int(curves.groupby("variant").seed.nunique().max())
+    body += [f"Each distill run samples a fixed probe set (train.eval_prompts prompts, fixed noise) every "
+             f"train.eval_every iterations; iteration 0 is the student before training. "
+             + (f"Mean ± standard deviation over {n_seeds} training seeds." if n_seeds > 1 else "One training seed.")
+             + " Fréchet distances of the small probe set are biased upwards: compare them along a curve and "
+             "between variants, not with the final evaluation's.", ""]
+    for metric in ALONG_TRAINING:
+        sub = curves[curves.metric == metric]
+        if sub.empty:
+            continue
+        steps = sorted(sub.step.unique())
+        body += [f"## {metric}", "", "| Method | " + " | ".join(f"{s:,}" for s in steps) + " |",
+                 "|---|" + "---|" * len(steps)]
+        for v in [v for v in variants if v in set(sub.variant)]:
+            cells = []
+            for step in steps:
+                x = sub[(sub.variant == v) & (sub.step == step)].value
+                text = _fmt(float(x.mean())) if len(x) else "—"
+                cells.append(text + (f" ± {_fmt(float(x.std(ddof=1)))}" if len(x) > 1 else ""))
+            body.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + " |")
+        body.append("")
+    return "\n".join(body)
 
 
 def _fmt(v: float | None) -> str:
@@ -211,8 +316,9 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
     the best value per column in bold."""
     best = best_by_metric(table, [v for v in variants if v != "teacher"])
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
-    lines = ["| Method | " + " | ".join(label for _, label in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant != "teacher"}
+    lines = ["| Method | " + " | ".join(label for _, label in columns) + " | Seeds |",
+             "|---|" + "---|" * (len(columns) + 1)]
     for v in variants:
         cells = []
         for metric, _ in columns:
@@ -226,7 +332,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
             if value is not None and _present(getattr(row, "p_vs_full", None)) and row.p_vs_full < SIGNIFICANT:
                 text += "*"
             cells.append(text)
-        lines.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + f" | {seeds.get(v, '—')} |")
     return "\n".join(lines)
 
 
@@ -238,12 +344,18 @@ def uncertainty_note(table: pd.DataFrame) -> list[str]:
     n_seeds = int(seeds.max()) if len(seeds) else 1
     significant = table[(table.p_vs_full < SIGNIFICANT) & table.p_vs_full.notna()]
     compared = table[table.p_vs_full.notna()]
-    return [f"± is half the width of the 95 % bootstrap interval over prompts; * marks a difference from "
-            f"`full` with p < {SIGNIFICANT} (paired bootstrap on the same prompts and seeds): "
-            f"{len(significant)} of {len(compared)} comparisons; the others are within noise. "
-            + ("One training seed: the intervals do not include seed-to-seed variation, which on this toy "
-               "scale can reorder the variants." if n_seeds < 2 else f"{n_seeds} training seeds.")
-            + fd_bias_note(table)]
+    if n_seeds < 2:
+        how = (f"± is half the width of the 95 % bootstrap interval over prompts; * marks a difference from "
+               f"`full` with p < {SIGNIFICANT} (paired bootstrap on the same prompts and seeds)")
+        seeds_text = ("One training seed: the intervals do not include seed-to-seed variation, which on this toy "
+                      "scale can reorder the variants (three seeds: dvc exp run -S 'seeds=[0,1,2]').")
+    else:
+        how = (f"Values are means over {n_seeds} training seeds; ± is half the width of their 95 % Student-t "
+               f"interval across seeds; * marks a difference from `full` with p < {SIGNIFICANT} (paired t-test "
+               f"over the seeds both ran; per-seed values and bootstrap intervals: summary_by_seed.csv)")
+        seeds_text = ""
+    return [f"{how}: {len(significant)} of {len(compared)} comparisons; the others are within noise. "
+            + seeds_text + fd_bias_note(table)]
 
 
 def fd_bias_note(table: pd.DataFrame) -> str:
@@ -315,12 +427,17 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     results, out = Path(results), writable_folder(out, "the report folder", "--out")
     if results.exists():  # a missing results folder gives the empty table (nothing has run yet)
         readable_folder(results, "the results folder", "--results")
-    table = results_table(params, results, revision)
+    by_seed = seed_table(params, results, revision)
+    table = across_seeds(by_seed)
     variants = list(params.get("variants") or {})
+    curves = along_training_table(params, results)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
+    by_seed.drop(columns="run").to_csv(out / "summary_by_seed.csv", index=False)
     (out / "ablation.md").write_text(ablation_markdown(table, variants))
     (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
+    curves.to_csv(out / "along_training.csv", index=False)
+    (out / "along_training.md").write_text(along_training_markdown(curves, variants))
     return table
 
 
@@ -332,7 +449,8 @@ def main(argv=None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     table = write_report(args.params, args.results, args.out)
     ran = table.value.notna().sum()
-    print(f"report: {len(table)} rows ({ran} with values) -> {args.out}/summary.csv, ablation.md, benchmarks.md")
+    print(f"report: {len(table)} rows ({ran} with values) -> {args.out}/summary.csv, summary_by_seed.csv, ablation.md, "
+          f"benchmarks.md, along_training.csv/.md")
     return table
 
 

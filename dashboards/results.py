@@ -2,7 +2,8 @@
 
 Locations (environment variables, defaults relative to the working directory):
   SENSEFLOW_RESULTS  results/        summary.csv, ablation.md, samples/, geneval/, compbench/
-  SENSEFLOW_RUNS     runs/distill/   one dvclive folder per variant: <v>/dvclive/plots/metrics/*.tsv
+  SENSEFLOW_RUNS     runs/distill/   one folder per run <variant>-<seed>: dvclive/plots/metrics/*.tsv,
+                                     along_training.jsonl, summary.json (alarms)
   SENSEFLOW_PARAMS   params.yaml     variant names; used to build the table when summary.csv is absent
   SENSEFLOW_DVC_REPO .               where `dvc exp show` runs
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.params import ParamsError, load_params
-from dashboards.report import (COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
+from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
                                ablation_markdown, best_by_metric, results_table)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
@@ -55,7 +56,7 @@ def load_table(loc: Locations) -> pd.DataFrame:
     csv = loc.results / "summary.csv"
     if csv.is_file():
         try:
-            table = pd.read_csv(csv)
+            table = pd.read_csv(csv, dtype={"seed": str})  # "0 1 2": the training seeds behind a value
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             table = pd.DataFrame()
         if {"variant", "metric", "value"} <= set(table.columns):
@@ -91,6 +92,15 @@ def wide_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return wide.reindex(index=rows, columns=metric_columns(table))
 
 
+def seeds_column(table: pd.DataFrame, index) -> pd.Series:
+    """The training seeds behind each variant's values ("0 1 2"; "—" for the teacher)."""
+    if "seed" not in table:
+        return pd.Series("—", index=index, name="seeds")
+    seeds = table[table.value.notna()].groupby("variant").seed.first()
+    return pd.Series([str(seeds.get(v)) if v != "teacher" and pd.notna(seeds.get(v)) else "—" for v in index],
+                     index=index, name="seeds")
+
+
 def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """variant x metric as text: value ± half its 95 % interval, * where it differs from `full` with
     p < 0.05 (the report's columns ci_low / ci_high / p_vs_full); empty when no interval was computed."""
@@ -110,7 +120,9 @@ def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     shown = table.assign(text=table.apply(cell, axis=1))
     wide = shown.pivot_table(index="variant", columns="metric", values="text", aggfunc="first")
     rows = [v for v in order if v in wide.index] + [v for v in wide.index if v not in order]
-    return wide.reindex(index=rows, columns=metric_columns(table)).fillna("—")
+    wide = wide.reindex(index=rows, columns=metric_columns(table)).fillna("—")
+    wide.insert(0, "seeds", seeds_column(table, wide.index))
+    return wide
 
 
 def best_cells(table: pd.DataFrame) -> dict[str, float]:
@@ -137,8 +149,20 @@ def ablation(loc: Locations, table: pd.DataFrame) -> str:
     return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip()
 
 
+def split_run(name: str) -> tuple[str, int | None]:
+    """(variant, seed) of a run folder name `<variant>-<seed>`; (name, None) for any other name."""
+    variant, _, seed = name.rpartition("-")
+    return (variant, int(seed)) if variant and seed.isdigit() else (name, None)
+
+
+def run_label(name: str) -> str:
+    """`full-0` -> `Ours (full) · seed 0`; other names as they are."""
+    variant, seed = split_run(name)
+    return label(variant) + (f" · seed {seed}" if seed is not None else "")
+
+
 def run_alarms(loc: Locations) -> dict[str, list[dict]]:
-    """variant -> the collapse / oscillation alarms its distill run recorded (summary.json `alarms`)."""
+    """run -> the collapse / oscillation alarms its distill run recorded (summary.json `alarms`)."""
     out = {}
     for path in sorted(loc.runs.glob("*/summary.json")) if loc.runs.is_dir() else []:
         try:
@@ -150,22 +174,45 @@ def run_alarms(loc: Locations) -> dict[str, list[dict]]:
     return out
 
 
+def _with_run(frame: pd.DataFrame) -> pd.DataFrame:
+    parts = [split_run(r) for r in frame.run]
+    frame.insert(1, "variant", [v for v, _ in parts])
+    frame.insert(2, "seed", pd.array([s for _, s in parts], dtype="Int64"))
+    return frame
+
+
 def load_curves(loc: Locations) -> pd.DataFrame:
-    """Long table (variant, metric, step, value) of every dvclive curve under runs/."""
+    """Long table (run, variant, seed, metric, step, value) of every dvclive curve under runs/."""
     frames = []
     if loc.runs.is_dir():
         for tsv in sorted(loc.runs.glob("*/dvclive/plots/metrics/*.tsv")):
-            variant, metric = tsv.parents[3].name, tsv.stem
+            run, metric = tsv.parents[3].name, tsv.stem
             try:
                 df = pd.read_csv(tsv, sep="\t")
             except (pd.errors.EmptyDataError, pd.errors.ParserError):
                 continue
             if {"step", metric} <= set(df.columns):
-                frames.append(pd.DataFrame({"variant": variant, "metric": metric, "step": df["step"],
-                                            "value": df[metric]}))
+                frames.append(pd.DataFrame({"run": run, "metric": metric, "step": df["step"], "value": df[metric]}))
     if not frames:
-        return pd.DataFrame(columns=["variant", "metric", "step", "value"])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=["run", "variant", "seed", "metric", "step", "value"])
+    return _with_run(pd.concat(frames, ignore_index=True))
+
+
+def load_along_training(loc: Locations) -> pd.DataFrame:
+    """Long table (run, variant, seed, metric, step, value) of the metrics along training (DESIGN.md's
+    eval/* keys): each run's along_training.jsonl, so curves show while a run is still training."""
+    rows = []
+    for path in sorted(loc.runs.glob("*/along_training.jsonl")) if loc.runs.is_dir() else []:
+        for line in path.read_text().splitlines():
+            try:
+                point = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows += [{"run": path.parent.name, "metric": k, "step": int(point["step"]), "value": float(v)}
+                     for k, v in point.items() if k in ALONG_TRAINING and isinstance(v, (int, float))]
+    if not rows:
+        return pd.DataFrame(columns=["run", "variant", "seed", "metric", "step", "value"])
+    return _with_run(pd.DataFrame(rows))
 
 
 def sample_prompts(loc: Locations) -> dict[int, str]:
@@ -187,10 +234,18 @@ def sample_prompts(loc: Locations) -> dict[int, str]:
 
 
 def sample_images(loc: Locations, prompt_index: int, order: list[str]) -> dict[str, list[Path]]:
-    """name -> image paths for one prompt, teacher and variants in `order` (those that have it)."""
+    """run folder name -> image paths for one prompt: the teacher, then the runs by the variants'
+    `order` and seed, then any other folder (those that have the prompt; moved-aside folders skipped)."""
     root = loc.results / "samples"
+    rank = {v: i for i, v in enumerate(order)}
+    names = [p.name for p in root.glob("*") if p.is_dir() and ".superseded" not in p.name]
+
+    def key(name: str):
+        variant, seed = split_run(name)
+        return (rank.get(variant, rank.get(name, len(rank))), name if variant not in rank else "", seed or 0)
+
     out = {}
-    for name in order + sorted(p.name for p in root.glob("*") if p.is_dir() and p.name not in order):
+    for name in sorted(names, key=key):
         pngs = sorted((root / name / str(prompt_index)).glob("*.png"), key=lambda p: (len(p.stem), p.stem))
         if pngs:
             out[name] = pngs
@@ -255,10 +310,40 @@ def dvc_experiments(repo: Path = Path(".")) -> tuple[pd.DataFrame, str]:
     return frame, ""
 
 
+def experiment_view(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The experiments table a researcher can read: name, revision and baseline; only the params that
+    differ between the experiments; and the metric columns of `metric` (every run's value of it, named
+    `<run folder> · <metric>`), or every metric column when `metric` is None."""
+    if frame.empty:
+        return frame
+    fixed = [c for c in ("experiment", "rev", "baseline") if c in frame]
+    params = [c for c in frame.columns if c.startswith("params:")
+              and frame[c].astype(str).nunique(dropna=False) > 1]
+    metrics = [c for c in frame.columns if c.startswith("metrics:") and (metric is None or c.endswith("." + metric))]
+    view = frame[fixed + params + metrics].copy()
+
+    def short(column: str) -> str:
+        kind, _, rest = column.partition(":")
+        if kind == "params":
+            return rest.split(".yaml.", 1)[-1]
+        path, _, key = rest.partition(".json.")
+        parts = Path(path).parts
+        return f"{parts[-2] if len(parts) >= 2 else path} · {key}"
+
+    return view.rename(columns={c: short(c) for c in params + metrics})
+
+
+def metric_names(frame: pd.DataFrame) -> list[str]:
+    """The metric keys found in `dvc exp show`'s columns (for choosing what the experiments table shows)."""
+    keys = {c.partition(".json.")[2] for c in frame.columns if c.startswith("metrics:") and ".json." in c}
+    first = [m for m in ("fd_t_toyworld", "fid_t", "clip_score", "geneval_overall") if m in keys]
+    return first + sorted(keys - set(first))
+
+
 def label(variant: str) -> str:
     return VARIANT_LABELS.get(variant, variant)
 
 
-__all__ = ["CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
+__all__ = ["seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
            "geneval_frame", "label", "load_curves", "load_table", "sample_images", "sample_prompts", "skipped",
            "variant_order", "wide_table"]

@@ -1,9 +1,11 @@
 """The Streamlit dashboard through Streamlit's AppTest: a synthetic results tree renders the table
 (best marked), the ablation table, the benchmark bars, curves, sample grids and a CSV download; an
 empty tree shows messages instead of a traceback."""
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -20,11 +22,16 @@ def full_tree(tmp_path):
     report_main(["--params", str(params), "--results", str(res), "--out", str(res)])
     runs = tmp_path / "runs"
     for v, scale in (("full", 1.0), ("wo_isg", 2.0)):
-        d = runs / v / "dvclive" / "plots" / "metrics"
+        d = runs / f"{v}-0" / "dvclive" / "plots" / "metrics"
         d.mkdir(parents=True)
         (d / "loss_fake_score.tsv").write_text("step\tloss_fake_score\n" + "".join(
             f"{s}\t{scale * 0.1 / s}\n" for s in (10, 20, 30)))
-    for name in ("teacher", "full"):
+        (runs / f"{v}-0" / "along_training.jsonl").write_text("".join(json.dumps(
+            {"step": s, "eval/fd_t_toyworld": scale * 5 / (1 + s / 10), "eval/clip_score": 20 + s / scale,
+             "eval/oracle_accuracy": 0.5 + s / 100}) + "\n" for s in (0, 10, 20, 30)))
+    (runs / "wo_isg-0" / "summary.json").write_text(json.dumps({"alarms": [
+        {"step": 20, "signal": "fake_loss_cv", "value": 1.4, "threshold": 1.0, "key": "alarm_fake_loss_cv_max"}]}))
+    for name in ("teacher", "full-0"):
         folder = res / "samples" / name / "0"
         folder.mkdir(parents=True)
         for k in range(2):
@@ -82,7 +89,9 @@ def test_dashboard_renders_a_results_tree(monkeypatch, tmp_path):
     assert "FD-T (ToyWorld features)" in md and "**5.0000**" in md
     assert [s.label for s in at.selectbox] == ["Curve", "Prompt"]
     assert any("DVC" in i.value or "dvc" in i.value for i in at.info)
-    assert len(at.get("download_button")) == 1 and len(at.get("vega_lite_chart")) >= 2
+    assert len(at.get("download_button")) == 1 and len(at.get("vega_lite_chart")) >= 5  # + 3 along training
+    assert any("w/o ISG · seed 0" in w.value and "fake_loss_cv" in w.value for w in at.warning)  # alarm badge
+    assert "seeds" in frames[0].value.columns and frames[0].value.loc["full", "seeds"] == "0"
 
 
 def test_best_cells_follow_metric_direction(tmp_path):
@@ -91,7 +100,27 @@ def test_best_cells_follow_metric_direction(tmp_path):
     best = R.best_cells(table)
     assert best["fd_t_toyworld"] == 5.0 and best["clip_score"] == 31.0
     assert R.load_curves(R.Locations(res, runs, params)).groupby("variant").size().to_dict() == {"full": 3, "wo_isg": 3}
-    assert list(R.sample_images(R.Locations(res, runs, params), 0, ["teacher", "full"])) == ["teacher", "full"]
+    assert list(R.sample_images(R.Locations(res, runs, params), 0, ["teacher", "full"])) == ["teacher", "full-0"]
+
+
+def test_metrics_along_training_and_experiments_table(tmp_path):
+    params, res, runs = full_tree(tmp_path)
+    along = R.load_along_training(R.Locations(res, runs, params))
+    assert set(along.metric) == {"eval/fd_t_toyworld", "eval/clip_score", "eval/oracle_accuracy"}
+    assert set(along.variant) == {"full", "wo_isg"} and set(along.seed) == {0} and set(along.step) == {0, 10, 20, 30}
+    assert R.split_run("wo_both-12") == ("wo_both", 12) and R.split_run("teacher") == ("teacher", None)
+    # `dvc exp show` has hundreds of columns: keep the params that differ and the chosen metric per run
+    frame = pd.DataFrame([{"experiment": "workspace", "rev": "abc", "baseline": "",
+                           "params:params.yaml.train.ttur": 5, "params:params.yaml.train.seed": 0,
+                           "metrics:results/metrics/full-0/metrics.json.fd_t_toyworld": 3.1,
+                           "metrics:results/metrics/full-0/metrics.json.clip_score": 30.0},
+                          {"experiment": "exp-1", "rev": "def", "baseline": "workspace",
+                           "params:params.yaml.train.ttur": 10, "params:params.yaml.train.seed": 0,
+                           "metrics:results/metrics/full-0/metrics.json.fd_t_toyworld": 2.9,
+                           "metrics:results/metrics/full-0/metrics.json.clip_score": 30.5}])
+    view = R.experiment_view(frame, "fd_t_toyworld")
+    assert list(view.columns) == ["experiment", "rev", "baseline", "train.ttur", "full-0 · fd_t_toyworld"]
+    assert R.metric_names(frame)[:2] == ["fd_t_toyworld", "clip_score"]
 
 
 def test_empty_results_show_messages_not_tracebacks(monkeypatch, tmp_path):

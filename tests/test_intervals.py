@@ -1,5 +1,6 @@
 """Intervals and paired comparisons (evaluate/intervals.py): coverage on data with a known answer,
 exact agreement with the numbers they qualify, and the report's columns built from real stage files."""
+import itertools
 import json
 
 import numpy as np
@@ -107,44 +108,50 @@ def write(path, data):
     path.write_text(data if isinstance(data, str) else json.dumps(data))
 
 
-def stage_tree(tmp_path):
-    """Stage outputs as the metrics, geneval and compbench stages write them, for full and wo_isg."""
+def stage_tree(tmp_path, seeds=(0,)):
+    """Stage outputs as the metrics, geneval, compbench and distill stages write them, for full and
+    wo_isg trained with each of `seeds` (folders <variant>-<seed>)."""
     rng = np.random.default_rng(4)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"family": "toy"}, "eval": {"seed": 0, "bootstrap": 300},
-                                      "variants": {"full": {}, "wo_isg": {"isg": False}}}))
+                                      "seeds": list(seeds), "variants": {"full": {}, "wo_isg": {"isg": False}}}))
     res = tmp_path / "results"
     teacher = rng.normal(size=(96, 4))
-    for v, shift, p_correct in (("full", 0.1, 0.8), ("wo_isg", 0.6, 0.5)):
+    for (v, shift, p_correct), seed in itertools.product((("full", 0.1, 0.8), ("wo_isg", 0.6, 0.5)), seeds):
+        run = f"{v}-{seed}"
+        shift += 0.05 * seed
         student = teacher + shift + rng.normal(0, 0.3, size=teacher.shape)
         samples = {"fd_t_toyworld": MetricSample("fd", student, np.arange(96), teacher),
                    "clip_score": MetricSample("mean", rng.normal(30 - 5 * shift, 1, size=96), np.arange(96), floor=0.0)}
         values = {m: None for m in METRICS} | {m: s.value() for m, s in samples.items()}
-        write(res / "metrics" / v / "metrics.json", values)
-        write(res / "metrics" / v / "metrics.meta.json", {"n_images": {m: 96 for m in samples}, "skipped": {}})
-        save_samples(res / "metrics" / v / "per_prompt.npz", samples)
+        write(res / "metrics" / run / "metrics.json", values)
+        write(res / "metrics" / run / "metrics.meta.json", {"n_images": {m: 96 for m in samples}, "skipped": {}})
+        save_samples(res / "metrics" / run / "per_prompt.npz", samples)
         rows = []
         for i in range(24):
             tag = ["counting", "position", "colors"][i % 3]
             for k in range(4):
-                rows.append({"filename": f"results/geneval/{v}/images/{i:05}/samples/{k:05}.png", "tag": tag,
+                rows.append({"filename": f"results/geneval/{run}/images/{i:05}/samples/{k:05}.png", "tag": tag,
                              "prompt": f"p{i}", "correct": bool(rng.random() < p_correct), "metadata": f"m{i}"})
         frame = pd.DataFrame(rows)
-        write(res / "geneval" / v / "results.jsonl", frame.to_json(orient="records", lines=True))
+        write(res / "geneval" / run / "results.jsonl", frame.to_json(orient="records", lines=True))
         tasks = frame.groupby("tag", sort=False).correct.mean()
-        write(res / "geneval" / v / "summary.json", {"geneval_overall": float(tasks.mean()),
-                                                     **{f"geneval_{t}": float(a) for t, a in tasks.items()}})
+        write(res / "geneval" / run / "summary.json", {"geneval_overall": float(tasks.mean()),
+                                                       **{f"geneval_{t}": float(a) for t, a in tasks.items()}})
         comp = pd.DataFrame([{"category": c, "prompt": f"{c} {i}", "images": 2, "score": float(rng.random() < p_correct)}
                              for c in ("color", "shape") for i in range(16)])
-        write(res / "compbench" / v / "per_prompt.csv", comp.to_csv(index=False))
-        write(res / "compbench" / v / "summary.json", {f"compbench_{c}": float(g.score.mean())
-                                                       for c, g in comp.groupby("category")})
+        write(res / "compbench" / run / "per_prompt.csv", comp.to_csv(index=False))
+        write(res / "compbench" / run / "summary.json", {f"compbench_{c}": float(g.score.mean())
+                                                         for c, g in comp.groupby("category")})
+        write(res / "training" / run / "summary.json", {"steps": 200, "alarms": [], "along_training": [
+            {"step": step, "eval/fd_t_toyworld": 10 * shift + 5 / (1 + step / 100), "eval/clip_score": 20 + step / 100,
+             "eval/oracle_accuracy": 0.5 + step / 1000} for step in (0, 100, 200)]})
     return params, res
 
 
 def test_report_intervals_and_paired_comparisons_from_stage_files(tmp_path):
     params, res = stage_tree(tmp_path)
-    for v in ("full", "wo_isg"):  # each per-prompt sample reproduces the value its stage reported
+    for v in ("full-0", "wo_isg-0"):  # each per-prompt sample reproduces the value its stage reported
         samples = prompt_samples(res, v)
         summary = json.loads((res / "geneval" / v / "summary.json").read_text())
         assert samples["geneval_overall"].value() == pytest.approx(summary["geneval_overall"])
@@ -169,3 +176,30 @@ def test_report_intervals_and_paired_comparisons_from_stage_files(tmp_path):
     assert fd_rows.fd_bias.notna().all() and table[table.metric == "clip_score"].fd_bias.isna().all()
     assert "biased upwards" in md and "fd_t_toyworld about +" in md
     assert set(GENEVAL[:1]) <= set(table.metric) and set(COMPBENCH[:2]) <= set(table.metric)
+
+
+def test_three_seeds_give_means_intervals_across_seeds_and_paired_tests(tmp_path):
+    """seeds [0, 1, 2]: summary.csv has one row per variant x metric with the mean over seeds, its
+    Student-t interval, the spread and a paired t-test against `full`; summary_by_seed.csv keeps each
+    run's row with its bootstrap interval; the metrics along training give the Tab. 8 table."""
+    params, res = stage_tree(tmp_path, seeds=(0, 1, 2))
+    report_main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    by_seed = pd.read_csv(tmp_path / "out" / "summary_by_seed.csv")
+    assert not table.duplicated(["variant", "metric"]).any()
+    fd = table[(table.variant == "wo_isg") & (table.metric == "fd_t_toyworld")].iloc[0]
+    runs = by_seed[(by_seed.variant == "wo_isg") & (by_seed.metric == "fd_t_toyworld")]
+    assert sorted(runs.seed) == [0, 1, 2] and runs.ci_low.notna().all()
+    mean, lo, hi = seed_interval(runs.value.tolist())
+    assert fd.n_seeds == 3 and fd.seed == "0 1 2"
+    assert fd.value == pytest.approx(mean) and (fd.ci_low, fd.ci_high) == pytest.approx((lo, hi))
+    assert fd.seed_std == pytest.approx(runs.value.std(ddof=1))
+    full = by_seed[(by_seed.variant == "full") & (by_seed.metric == "fd_t_toyworld")].sort_values("seed")
+    expected = stats.ttest_rel(runs.sort_values("seed").value, full.value).pvalue
+    assert fd.p_vs_full == pytest.approx(expected) and fd.p_vs_full < 0.05
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    assert "means over 3 training seeds" in md and "| 0 1 2 |" in md
+    along = (tmp_path / "out" / "along_training.md").read_text()
+    assert "## eval/fd_t_toyworld" in along and "| Method | 0 | 100 | 200 |" in along and " ± " in along
+    curves = pd.read_csv(tmp_path / "out" / "along_training.csv")
+    assert len(curves) == 2 * 3 * 3 * 3  # variants x seeds x steps x metrics

@@ -21,13 +21,13 @@ def synthetic_tree(tmp_path):
     for v, fd, clip in (("full", 5.0, 30.0), ("wo_isg", 7.0, 31.0)):
         values = {m: None for m in METRICS}
         values.update(fd_t_toyworld=fd, clip_score=clip, clip_diversity=0.2)
-        write(res / "metrics" / v / "metrics.json", values)
-        write(res / "metrics" / v / "metrics.meta.json", {
+        write(res / "metrics" / f"{v}-0" / "metrics.json", values)
+        write(res / "metrics" / f"{v}-0" / "metrics.meta.json", {
             "skipped": {m: f"no weights for {m}" for m in METRICS if values[m] is None},
             "n_images": {m: 96 for m in METRICS}})
-        write(res / "geneval" / v / "summary.json", {m: 0.5 + (v == "full") * 0.1 for m in GENEVAL})
+        write(res / "geneval" / f"{v}-0" / "summary.json", {m: 0.5 + (v == "full") * 0.1 for m in GENEVAL})
     write(res / "geneval" / "teacher" / "summary.json", {m: 0.7 for m in GENEVAL})
-    write(res / "compbench" / "full" / "summary.json", {m: 0.4 for m in COMPBENCH})
+    write(res / "compbench" / "full-0" / "summary.json", {m: 0.4 for m in COMPBENCH})
     return params, res
 
 
@@ -43,7 +43,7 @@ def test_long_table_has_every_variant_and_metric(tmp_path):
     row = table[(table.variant == "full") & (table.metric == "hpsv2")].iloc[0]
     assert pd.isna(row.value) and row.reason == "no weights for hpsv2"
     row = table[(table.variant == "full") & (table.metric == "fd_t_toyworld")].iloc[0]
-    assert row.value == 5.0 and row.n_images == 96 and row.seed == 3 and row.family == "toy"
+    assert row.value == 5.0 and row.n_images == 96 and row.seed == 0 and row.family == "toy"
     assert set(table[table.variant == "wo_ida"].reason) == {"not run"}
     assert set(table[(table.variant == "wo_isg") & table.metric.isin(COMPBENCH)].reason) == {"not run"}
     teacher = table[table.variant == "teacher"]

@@ -32,13 +32,16 @@ from train.checkpoint import list_checkpoints
 RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_prompts", "keep_checkpoints",
                     "threads", "num_workers", "gradient_checkpointing", "shard_teacher", "cpu_offload", "launch",
                     "trackers", "alarm_after", "alarm_diversity_min", "alarm_contrast_min", "alarm_contrast_max",
-                    "alarm_fake_loss_cv_max", "alarm_logit_gap_max"}
+                    "alarm_fake_loss_cv_max", "alarm_logit_gap_max", "eval_every", "eval_prompts", "eval_prompt_file",
+                    "eval_seed", "eval_batch_size", "eval_sampler", "eval_teacher_steps", "eval_teacher_guidance",
+                    "eval_clip", "eval_inception"}
 # settings a user may change when continuing a run (the NaN guard's advice; moved weight folders):
 # the run continues from the checkpoint under the new values, which summary.json records
 ADJUSTABLE_ON_RESUME = {"lr_generator", "lr_fake", "lr_discriminator", "grad_clip", "warmup_steps", "warmup_start",
                         "precision"}
 # what a run folder holds; only a folder with nothing else in it is ever moved aside automatically
 RUN_ENTRIES = {"checkpoints", "dvclive", "tensorboard", "wandb", "samples", "student", "summary.json", "alarms.jsonl",
+               "along_training", "along_training.jsonl",
                ".student.tmp", ".student.old"}
 MODES = ("auto", "require", "fresh", "supersede")  # auto: refuse on other settings; supersede: move aside
 

@@ -38,7 +38,8 @@ configs/accelerate/fsdp_gpu.yaml or fsdp2.yaml (see README).
 Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.yaml < variant < -S).
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
-summary.json. An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
+along_training.jsonl and along_training/ (metrics along training, train.eval_every:
+evaluate/along_training.py), alarms.jsonl, summary.json (copied to --results when given). An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
 written with the same settings (train/run_folder.py lists the keys that may differ); a run of other
 settings is never deleted: the start refuses, or (--fresh, --on-change supersede) moves it aside.
 """
@@ -84,6 +85,7 @@ from train.isg import isg_loss
 from configs.params import ParamsError
 from train.settings import PROVENANCE, guidance_range, load_settings
 from train.sharding import full_tensor, resharded, shard_like, unwrap
+from evaluate.images import to_uint8
 from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking, tracker_project
 from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
 
@@ -114,6 +116,8 @@ class Run:
     rngs: dict[str, torch.Generator]  # "decisions": same on all ranks; "noise": per rank
     fake_losses: RollingStd
     last_checkpoint: Path | None = None
+    probe: object | None = None      # metrics along training: evaluate.along_training.ProbeSet (every rank)
+    probe_scorer: object | None = None  # its TrainingProbe (main process only)
     base_lrs: dict[str, float] = field(default_factory=dict)
     warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
     audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
@@ -496,9 +500,12 @@ def record_alarms(acc: Accelerator, out: Path, fired: list[dict]) -> None:
             f.write(json.dumps(alarm) + "\n")
 
 
-def read_alarms(out: Path) -> list[dict]:
-    path = out / "alarms.jsonl"
+def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def read_alarms(out: Path) -> list[dict]:
+    return read_jsonl(out / "alarms.jsonl")
 
 
 def keep_alarms_until(out: Path, step: int) -> None:
@@ -522,6 +529,85 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
         x0 = bb.sample(net, bb.encode_prompts(prompts), noise, s["num_steps"],
                        generator=torch.Generator(device).manual_seed(s["seed"] + 8))
     return bb.decode(x0)
+
+
+# ---- metrics along training (evaluate/along_training.py): fixed prompts and noise, every eval_every -----
+@torch.no_grad()
+def probe_images(run: Run, net: nn.Module, steps: int, sampler: str, guidance: float) -> np.ndarray:
+    """(N, H, W, 3) uint8 samples of `net` for the probe prompts, with the probe's fixed initial noise
+    and re-noising generators (own generators: the training RNG is untouched). Every rank runs it
+    (sharded nets need all ranks) on the whole set."""
+    s, bb, device, probe = run.settings, run.backbone, run.accelerator.device, run.probe
+    shape = bb.latent_shape(s["resolution"], s["resolution"])
+    noise = torch.randn((len(probe.prompts), *shape), generator=torch.Generator().manual_seed(probe.seed))
+    out, size = [], s["eval_batch_size"]
+    for b, i in enumerate(range(0, len(probe.prompts), size)):
+        with precision_context(run):
+            x0 = bb.sample(net, bb.encode_prompts(probe.prompts[i:i + size]), noise[i:i + size].to(device), steps,
+                           sampler=sampler, guidance_scale=guidance,
+                           generator=torch.Generator(device).manual_seed(probe.seed + 1 + b))
+            out.append(to_uint8(bb.decode(x0)))
+    return np.concatenate(out)
+
+
+def start_probe(run: Run, start: int) -> None:
+    """The probe set on every rank; on the main process its scorer with the teacher's reference images
+    (`<out>/along_training/reference.npz`, reused while reference_record matches)."""
+    s, acc = run.settings, run.accelerator
+    if not s["eval_every"]:
+        return
+    # the evaluation layer's probe (CLIP / Inception features, the ToyWorld oracle)
+    from evaluate.along_training import TrainingProbe, keep_points_until, probe_set, reference_record, teacher_guidance
+
+    run.probe = probe_set(s, run.data.records.prompts)
+    record, cache = reference_record(s, run.probe), run.out / "along_training" / "reference.npz"
+
+    def cached() -> bool:
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                return json.loads(str(data["record"])) == record
+        except (OSError, ValueError, KeyError):
+            return False
+
+    reuse = _agreed(acc, cached)
+    images = None
+    if not reuse:
+        images = probe_images(run, run.teacher, s["eval_teacher_steps"], "euler", teacher_guidance(s))
+    if acc.is_main_process:
+        if reuse:
+            with np.load(cache, allow_pickle=False) as data:
+                images = data["images"]
+        else:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, images=images, record=np.array(json.dumps(record)),
+                                prompts=np.array(run.probe.prompts))
+            tmp.replace(cache)
+        run.probe_scorer = TrainingProbe(s, run.probe, str(acc.device))
+        run.probe_scorer.set_reference(images)
+        keep_points_until(run.out / "along_training.jsonl", start)
+    acc.wait_for_everyone()
+
+
+def evaluate_probe(run: Run, step: int) -> dict[str, float]:
+    """Sample the probe with the student (its EMA when kept) on every rank; score, log to the trackers and
+    append to `<out>/along_training.jsonl` on the main process."""
+    from evaluate.along_training import append_point
+
+    s, acc = run.settings, run.accelerator
+    net = run.ema if run.ema is not None else unwrap(run.generator)
+    was_training = net.training
+    net.eval()
+    images = probe_images(run, net, s["num_steps"], s["eval_sampler"], 1.0)
+    net.train(was_training)
+    values = {}
+    if acc.is_main_process:
+        values = run.probe_scorer.measure(images)
+        log_metrics(acc, values, step=step)
+        append_point(run.out / "along_training.jsonl", step, values)
+        tqdm.write(f"senseflow: iteration {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    acc.wait_for_everyone()
+    return values
 
 
 def export_final_student(run: Run) -> Path:
@@ -625,6 +711,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     start_tracking(acc, out, s, resume=ckpt is not None)
     if acc.is_main_process:
         keep_alarms_until(out, start)  # a rerun from a checkpoint drops the alarms of the iterations it repeats
+    start_probe(run, start)
     if acc.is_main_process:
         acc.print(f"senseflow: family {s['family']} preset {s['preset']}, {acc.num_processes} process(es)"
                   f"{' FSDP2' if s['fsdp'] else ''}, {s['precision']}, iterations {start}..{s['steps']}"
@@ -640,6 +727,9 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
                                       disable=not acc.is_main_process, mininterval=2.0)
     times = []
     try:
+        if s["eval_every"] and (start == 0 or start % s["eval_every"] == 0) and _agreed(
+                acc, lambda: start not in {p["step"] for p in read_jsonl(out / "along_training.jsonl")}):
+            evaluate_probe(run, start)  # iteration 0: the student before training; or a point a kill lost
         for step, (images, prompts) in enumerate(loader, start=start):
             t0 = time.perf_counter()
             logs = train_step(run, step, images, list(prompts))
@@ -658,6 +748,8 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
             if (s["sample_every"] and done % s["sample_every"] == 0) or done == s["steps"]:
                 grid = sample_images(run, s["sample_prompts"])
                 save_sample_grid(acc, grid, out / "samples" / f"step_{done:07d}.png", done)
+            if s["eval_every"] and (done % s["eval_every"] == 0 or done == s["steps"]):
+                evaluate_probe(run, done)
             bar.update(1)
         exported = start < s["steps"] or not (out / "student").exists() or _exported_step(out) != s["steps"]
         if exported:
@@ -669,6 +761,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
                 "s_per_iter": s_per_iter, "fake_score_loss_std": run.fake_losses.std,
                 "resumed_with_changes": {k: list(v) for k, v in plan.adjusted.items()},
                 "alarms": read_alarms(out),
+                "along_training": read_jsonl(out / "along_training.jsonl"),
                 "differs_from_preset": s.get(PROVENANCE, {})}, indent=2, default=str))
     finally:
         bar.close()
@@ -689,13 +782,20 @@ def main(argv=None) -> Run:
     ap.add_argument("--on-change", choices=("refuse", "supersede"), default="refuse",
                     help="a checkpoint in --out written with other settings: refuse to start (default), or move "
                          "that run aside and start over (the DVC stage uses this)")
+    ap.add_argument("--results", default=None,
+                    help="also copy the run's summary.json (alarms, metrics along training) into this folder (the DVC "
+                         "stage: results/training/<variant>-<seed>/)")
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a train param, e.g. -S train.ttur=3 (repeatable)")
     args = ap.parse_args(argv)
     settings = load_settings(args.params, args.variant, args.overrides)
     out = args.out or f"runs/distill/{args.variant or 'default'}"
     mode = "require" if args.resume else "fresh" if args.fresh else "supersede" if args.on_change == "supersede" else "auto"
+    results = writable_folder(args.results, "the results folder", "--results") if args.results else None
     run = train(settings, out, resume=mode)
+    if results is not None and run.accelerator.is_main_process:
+        results.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.out / "summary.json", results / "summary.json")
     run.accelerator.state.destroy_process_group()
     return run
 
