@@ -269,8 +269,8 @@ def along_training_markdown(curves: pd.DataFrame, variants: list[str]) -> str:
         return "\n".join(body + ["No run has recorded metrics along training (train.eval_every: 0, or not run yet).",
                                   ""])
     n_seeds = int(curves.groupby("variant").seed.nunique().max())
-    body += [f"Each distill run samples a fixed probe set (train.eval_prompts prompts, fixed noise) every "
-             f"train.eval_every iterations; iteration 0 is the student before training. "
+    body += ["Each distill run samples a fixed probe set (train.eval_prompts prompts, fixed noise) every "
+             "train.eval_every iterations; iteration 0 is the student before training. "
              + (f"Mean ± standard deviation over {n_seeds} training seeds." if n_seeds > 1 else "One training seed.")
              + " Fréchet distances of the small probe set are biased upwards: compare them along a curve and "
              "between variants, not with the final evaluation's.", ""]

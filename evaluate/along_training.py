@@ -19,6 +19,7 @@ and not comparable with the final evaluation's (N = `eval.fid_prompts`) or with 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from configs.params import ParamsError
 from configs.paths import readable_file, readable_folder, text_lines
 from evaluate.clip_score import ClipScorer
 from evaluate.frechet import InceptionFeatures, fd
+from evaluate.images import to_uint8
 from toyworld.grading import grade
 from toyworld.grammar import GENEVAL_TASKS
 from toyworld.world import PromptSpec
@@ -71,6 +74,27 @@ def probe_set(settings: dict, dataset_prompts: list[str]) -> ProbeSet:
     return ProbeSet([dataset_prompts[i] for i in rows], None, seed)
 
 
+@torch.no_grad()
+def sample_probe(backbone, net: torch.nn.Module, probe: ProbeSet, *, resolution: int, steps: int, sampler: str,
+                 guidance: float, batch_size: int, precision=contextlib.nullcontext) -> np.ndarray:
+    """(N, H, W, 3) uint8 samples of `net` for the probe prompts: the initial noise of all N drawn at
+    once from a generator seeded `probe.seed`, the stochastic sampler's re-noising seeded
+    `probe.seed + 1 + batch index` (own generators: no global RNG is touched). The same images
+    whether the loop or `evaluate.checkpoints` samples them; `precision` is the loop's autocast
+    context (bf16 runs)."""
+    device = backbone.device
+    shape = backbone.latent_shape(resolution, resolution)
+    noise = torch.randn((len(probe.prompts), *shape), generator=torch.Generator().manual_seed(probe.seed))
+    out = []
+    for b, i in enumerate(range(0, len(probe.prompts), batch_size)):
+        with precision():
+            x0 = backbone.sample(net, backbone.encode_prompts(probe.prompts[i:i + batch_size]),
+                                 noise[i:i + batch_size].to(device), steps, sampler=sampler, guidance_scale=guidance,
+                                 generator=torch.Generator(device).manual_seed(probe.seed + 1 + b))
+            out.append(to_uint8(backbone.decode(x0)))
+    return np.concatenate(out)
+
+
 def teacher_guidance(settings: dict) -> float:
     """The reference samples' CFG: train.eval_teacher_guidance, else train.real_guidance (a range's mid-point)."""
     g = settings["eval_teacher_guidance"]
@@ -88,16 +112,34 @@ def reference_record(settings: dict, probe: ProbeSet) -> dict:
             "prompts": probe.digest(), "precision": settings["precision"]}
 
 
+def check_probe_inputs(settings: dict) -> None:
+    """What the probe reads, checked before any model loads (each problem naming its key)."""
+    if not settings["eval_every"]:
+        return
+    toy = settings["family"] == "toy"
+    clip = settings["eval_clip"] or (settings["clip"] if toy else None)
+    key = "train.eval_clip" if settings["eval_clip"] else "train.clip"
+    if clip:
+        folder = readable_folder(clip, "the CLIP folder of the along-training CLIP score", key)
+        if not (folder / "preprocessor_config.json").is_file():
+            raise ParamsError(f"the CLIP folder of the along-training metrics has no image processor ({key}: "
+                              f"{folder} lacks preprocessor_config.json): set train.eval_clip to a full CLIPModel "
+                              f"folder, or train.eval_every: 0 to log no metrics along training")
+    if not toy and settings["eval_inception"]:
+        readable_file(settings["eval_inception"], "clean-fid's Inception file", "train.eval_inception")
+    if not toy and settings["eval_prompt_file"]:
+        text_lines(settings["eval_prompt_file"], "the along-training prompt file", "train.eval_prompt_file")
+
+
 class TrainingProbe:
     """Scores probe images (N, H, W, 3) uint8 against the teacher's reference images of the same
     prompts and noise. Construct on the process that logs (the main one)."""
 
     def __init__(self, settings: dict, probe: ProbeSet, device: str = "cpu"):
         self.probe, self.toy = probe, settings["family"] == "toy"
+        check_probe_inputs({**settings, "eval_every": settings["eval_every"] or 1})
         clip = settings["eval_clip"] or (settings["clip"] if self.toy else None)
-        self.clip = ClipScorer(readable_folder(clip, "the CLIP folder of the along-training CLIP score",
-                                               "train.eval_clip" if settings["eval_clip"] else "train.clip"),
-                               device) if clip else None
+        self.clip = ClipScorer(clip, device) if clip else None
         self.inception = None
         if not self.toy and settings["eval_inception"]:
             path = readable_file(settings["eval_inception"], "clean-fid's Inception file", "train.eval_inception")
@@ -159,5 +201,5 @@ def keep_points_until(path: Path, step: int) -> None:
         Path(path).write_text("".join(json.dumps(p) + "\n" for p in kept))
 
 
-__all__ = ["KEYS", "ProbeSet", "probe_set", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
+__all__ = ["KEYS", "check_probe_inputs", "ProbeSet", "probe_set", "sample_probe", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
            "append_point", "keep_points_until"]

@@ -10,6 +10,12 @@ the full default pipeline ≤ 30 minutes on the 2-core CPU machine (the committe
 encoders are reused, as on any fresh clone), the no-op rerun ≤ 10 s. `-S section.key=value`
 edits the clone's params.yaml first (values parsed as YAML; the tiny end-to-end test uses it);
 the result then records those overrides and is not the default pipeline's budget.
+
+Reproduction: without overrides, the fresh clone's results/summary.csv is compared value by value
+(variant, metric, seed) with the one committed at HEAD: `reproduction` in the result records how many
+values were compared, the largest absolute and relative differences and the rows that differ (a
+committed result that a fresh clone does not give back is a defect, or machine-to-machine spread
+to report beside the seed spread).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from configs.cli import ArgumentParser, run_command
@@ -77,6 +84,27 @@ def timed_repro(repo: Path, log_path: Path, args: list[str] = ()) -> tuple[float
     return end - t0, stages, code
 
 
+def compare_results(committed: Path, fresh: Path) -> dict:
+    """Value-by-value comparison of two summary.csv files on (variant, metric, seed)."""
+    if not committed.is_file():
+        return {"compared": 0, "note": "no committed results/summary.csv to compare with"}
+    key = ["variant", "metric", "seed"]
+    a = pd.read_csv(committed, dtype={"seed": str})[key + ["value"]]
+    b = pd.read_csv(fresh, dtype={"seed": str})[key + ["value"]]
+    both = a.merge(b, on=key, how="outer", suffixes=("_committed", "_fresh"), indicator=True)
+    only = both[both["_merge"] != "both"]
+    pair = both[(both["_merge"] == "both") & both.value_committed.notna() & both.value_fresh.notna()]
+    diff = (pair.value_fresh - pair.value_committed).abs()
+    rel = diff / pair.value_committed.abs().clip(lower=1e-12)
+    differing = pair[diff > 1e-9 * (1 + pair.value_committed.abs())]
+    return {"compared": int(len(pair)), "identical": bool(differing.empty and only.empty),
+            "max_abs_diff": float(diff.max()) if len(diff) else 0.0,
+            "max_rel_diff": float(rel.max()) if len(rel) else 0.0,
+            "differing": [f"{r.variant}/{r.metric}/seed {r.seed}: {r.value_committed:.6g} -> {r.value_fresh:.6g}"
+                          for r in differing.itertuples()][:20],
+            "rows_in_one_only": int(len(only))}
+
+
 def git_head(repo: Path) -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
@@ -105,6 +133,9 @@ def main(argv=None) -> dict:
     applied = apply_overrides(clone / "params.yaml", args.overrides) if args.overrides else {}
     log = work / "repro.log"
     print(f"fresh clone of {git_head(repo)} in {clone}; log: {log}", flush=True)
+    committed = work / "committed_summary.csv"
+    if (clone / "results" / "summary.csv").is_file():
+        shutil.copyfile(clone / "results" / "summary.csv", committed)
     full_s, stages, code = timed_repro(clone, log)
     if code != 0:
         raise SystemExit(f"dvc repro failed (exit {code}); see {log}")
@@ -117,12 +148,17 @@ def main(argv=None) -> dict:
         "within_budget": {"full": full_s <= BUDGET_FULL_S, "noop": noop_s <= BUDGET_NOOP_S},
         "stages_s": stages, "overrides": applied, "commit": git_head(repo), "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
+        "reproduction": None if applied else compare_results(committed, clone / "results" / "summary.csv"),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"full dvc repro {full_s / 60:.1f} min (budget {BUDGET_FULL_S / 60:.0f}); "
           f"no-op rerun {noop_s:.1f} s (budget {BUDGET_NOOP_S:.0f})")
+    if result["reproduction"]:
+        r = result["reproduction"]
+        print(f"committed results reproduced: {r.get('identical')} ({r['compared']} values, max abs diff "
+              f"{r.get('max_abs_diff', 0):.3g})")
     if args.workdir is None and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:

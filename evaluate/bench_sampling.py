@@ -1,6 +1,6 @@
 """Sampling speed of a distilled student against its teacher, interleaved in one process.
 
-    python -m evaluate.bench_sampling [--params params.yaml] [--student runs/distill/full]
+    python -m evaluate.bench_sampling [--params params.yaml] [--student runs/distill/full-0]
                                       [--rounds 5] [--images 64] [--out results/bench/sampling.json]
 
 Both generate the same prompts and seeds through `evaluate.sampling` (the path every stage uses):
@@ -41,7 +41,7 @@ def images_per_second(gen, prompts: list[str], seeds: list[int], batch_size: int
 def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--student", default="runs/distill/full", help="distill run dir (or its student/ folder)")
+    ap.add_argument("--student", default="runs/distill/full-0", help="distill run dir (or its student/ folder)")
     ap.add_argument("--student-steps", type=count(1), default=4)
     ap.add_argument("--student-sampler", default="stochastic", choices=["stochastic", "euler"])
     ap.add_argument("--rounds", type=count(1), default=5)

@@ -1,7 +1,7 @@
 """`generate` stage: render the evaluation prompt set from a teacher or a distilled student.
 
     python -m evaluate.generate [--params params.yaml] --family toy --teacher models/toy/teacher
-                                [--student runs/distill/<v>/student] --out results/samples/<name>
+                                [--student runs/distill/<run>/student] --out results/samples/<name>
 
 The prompt set (params `eval`): `fid_prompts` prompts with one image each (group "fid": FID-T,
 FD-T, CLIP score) and `diversity_prompts` prompts with `diversity_samples` images each (group

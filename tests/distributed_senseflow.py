@@ -120,6 +120,14 @@ def main():
             exported = load_file(str(work / name / "student" / "transformer" / "diffusion_pytorch_model.safetensors"))
             result[f"{name}_export_equals_generator"] = all(
                 v.dtype == torch.float32 and torch.equal(v, state_[f"gen.{k}"]) for k, v in exported.items())
+        # metrics along training (toy preset: eval_every 100 -> iteration 0 and the end) under FSDP2 + bf16,
+        # sampled by both ranks; a kill and resume gives the uninterrupted run's points
+        curves = {name: [json.loads(line) for line in (work / name / "along_training.jsonl").read_text().splitlines()]
+                  for name in ("ddp", "fsdp", "fsdp_bf16", "fsdp_resumed")}
+        result["along_training_steps"] = {name: [p["step"] for p in points] for name, points in curves.items()}
+        result["along_training_resumed_equals_straight"] = curves["fsdp_resumed"] == curves["fsdp_bf16"]
+        result["along_training_ddp_vs_fsdp"] = max(abs(a[k] - b[k]) / max(1e-6, abs(a[k])) for a, b in
+                                                   zip(curves["ddp"], curves["fsdp"]) for k in a if k != "step")
         ckpt = work / "fsdp_resumed" / "checkpoints" / "step_4"
         result["sharded_checkpoint_files"] = sorted(p.name for p in ckpt.iterdir())
         result["sharded_checkpoint_has_no_weights_outside_shards"] = not list(ckpt.glob("transformer/*.safetensors"))

@@ -12,6 +12,7 @@ from transformers import CLIPModel, Dinov2Model
 
 from backbones.toy import ToyBackbone
 from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
+from toyworld.train_encoders import clip_image_processor
 from train.dataset import write_dataset_json
 from train.settings import resolve
 
@@ -39,6 +40,7 @@ def make_clip(path: Path, seed: int = 0) -> Path:
     tok = build_tokenizer()
     CLIPModel(clip_config(len(tok), width=16, layers=1, heads=2, projection_dim=8)).save_pretrained(path)
     tok.save_pretrained(path)
+    clip_image_processor().save_pretrained(path)  # a full CLIP folder: the along-training CLIP score reads images
     return path
 
 

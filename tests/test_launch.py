@@ -50,7 +50,7 @@ def test_slurm_script_outside_slurm_says_so(tmp_path):
 
 
 def test_distill_stage_launcher_is_a_param():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["distill"]["do"]
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["distill"]
     assert stage["cmd"].startswith("${train.launch} -m train.senseflow") and "--on-change supersede" in stage["cmd"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["train"]["launch"] == DEFAULTS["launch"] == "python"

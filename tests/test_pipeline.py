@@ -1,12 +1,15 @@
-"""The DVC pipeline: stage names fixed by DESIGN.md, one expansion per variant in params.yaml, and
-the data-flow edges toyworld -> teacher -> distill@v -> generate@v -> metrics@v (with the teacher's
-reference samples), distill@v -> geneval@v / compbench@v, all of them -> report."""
+"""The DVC pipeline: stage names fixed by DESIGN.md, one expansion per variant x training seed in
+params.yaml (run r = <variant>-<seed>), and the data-flow edges toyworld -> teacher -> distill@r ->
+generate@r -> metrics@r (with the teacher's reference samples), distill@r -> geneval@r / compbench@r,
+all of them -> report."""
 import subprocess
 
 import pytest
 import yaml
 
-VARIANTS = list(yaml.safe_load(open("params.yaml"))["variants"])
+PARAMS = yaml.safe_load(open("params.yaml"))
+VARIANTS = list(PARAMS["variants"])
+RUNS = [f"{v}-{seed}" for v in VARIANTS for seed in PARAMS["seeds"]]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def test_every_stage_and_edge(edges):
     stages = {s for e in edges for s in e}
     assert {"toyworld", "teacher", "encoders", "generate_teacher", "report"} <= stages
     assert ("toyworld", "teacher") in edges
-    for v in VARIANTS:
+    for v in RUNS:
         for name in ("distill", "generate", "metrics", "geneval", "compbench"):
             assert f"{name}@{v}" in stages
         assert ("teacher", f"distill@{v}") in edges and ("encoders", f"distill@{v}") in edges
@@ -40,6 +43,7 @@ def test_every_stage_and_edge(edges):
 
 
 def test_distill_declares_exactly_its_params():
-    stage = yaml.safe_load(open("dvc.yaml"))["stages"]["distill"]["do"]
-    assert stage["params"] == ["train", "variants.${key}"]
-    assert "--variant ${key}" in stage["cmd"]
+    stage = yaml.safe_load(open("dvc.yaml"))["stages"]["distill"]
+    assert stage["matrix"] == {"variant": "${variants}", "seed": "${seeds}"}
+    assert stage["params"] == ["train", "variants.${item.variant}"]
+    assert "--variant ${item.variant} -S train.seed=${item.seed}" in stage["cmd"]

@@ -53,3 +53,11 @@ def test_sharded_checkpoints_keep_fp32_masters_and_gather_nothing(result):
     assert result["sharded_checkpoint_has_no_weights_outside_shards"]
     assert result["offline_export_equals_generator"]  # python -m train.export_checkpoint, one process
     assert result["sharded_checkpoint_dtypes"] == ["torch.float32"]
+
+
+def test_metrics_along_training_under_ddp_fsdp2_and_bf16(result):
+    """The probe runs on both ranks (sharded nets need them all), logs from rank 0, and a killed and
+    resumed FSDP2 + bf16 run records the uninterrupted run's points."""
+    assert all(steps == [0, 4] for steps in result["along_training_steps"].values())
+    assert result["along_training_resumed_equals_straight"]
+    assert result["along_training_ddp_vs_fsdp"] < 1e-3

@@ -85,7 +85,6 @@ from train.isg import isg_loss
 from configs.params import ParamsError
 from train.settings import PROVENANCE, guidance_range, load_settings
 from train.sharding import full_tensor, resharded, shard_like, unwrap
-from evaluate.images import to_uint8
 from train.tracking import RollingStd, WindowMeans, log_metrics, save_sample_grid, start_tracking, tracker_project
 from train.vfm_discriminator import VFMDiscriminator, adversarial_time_weight, d_hinge_loss, g_hinge_loss
 
@@ -532,22 +531,15 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
 
 
 # ---- metrics along training (evaluate/along_training.py): fixed prompts and noise, every eval_every -----
-@torch.no_grad()
 def probe_images(run: Run, net: nn.Module, steps: int, sampler: str, guidance: float) -> np.ndarray:
-    """(N, H, W, 3) uint8 samples of `net` for the probe prompts, with the probe's fixed initial noise
-    and re-noising generators (own generators: the training RNG is untouched). Every rank runs it
-    (sharded nets need all ranks) on the whole set."""
-    s, bb, device, probe = run.settings, run.backbone, run.accelerator.device, run.probe
-    shape = bb.latent_shape(s["resolution"], s["resolution"])
-    noise = torch.randn((len(probe.prompts), *shape), generator=torch.Generator().manual_seed(probe.seed))
-    out, size = [], s["eval_batch_size"]
-    for b, i in enumerate(range(0, len(probe.prompts), size)):
-        with precision_context(run):
-            x0 = bb.sample(net, bb.encode_prompts(probe.prompts[i:i + size]), noise[i:i + size].to(device), steps,
-                           sampler=sampler, guidance_scale=guidance,
-                           generator=torch.Generator(device).manual_seed(probe.seed + 1 + b))
-            out.append(to_uint8(bb.decode(x0)))
-    return np.concatenate(out)
+    """The probe prompts sampled by `net` with the probe's fixed noise (evaluate.along_training.sample_probe),
+    under the run's precision policy. Every rank runs it (sharded nets need all ranks) on the whole set."""
+    from evaluate.along_training import sample_probe
+
+    s = run.settings
+    return sample_probe(run.backbone, net, run.probe, resolution=s["resolution"], steps=steps, sampler=sampler,
+                        guidance=guidance, batch_size=s["eval_batch_size"],
+                        precision=functools.partial(precision_context, run))
 
 
 def start_probe(run: Run, start: int) -> None:
@@ -690,6 +682,10 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     other settings aside instead of refusing (the DVC stage). Nothing is ever deleted."""
     out = writable_folder(out, "the run folder", "--out")  # before any work: nothing is loaded or written yet
     check_inputs(settings)
+    if settings["eval_every"]:  # the metrics along training (start_probe): their inputs too, before any model loads
+        from evaluate.along_training import check_probe_inputs
+
+        check_probe_inputs(settings)
     acc = make_accelerator(settings, out)
     plan = _agreed(acc, lambda: plan_start(out, settings, resume, acc.num_processes))  # before any model loads
     for warning in plan.warnings:

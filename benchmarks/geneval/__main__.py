@@ -1,7 +1,7 @@
 """`geneval` stage: GenEval for a teacher or a distilled student.
 
     python -m benchmarks.geneval [--params params.yaml] --family toy --teacher models/toy/teacher
-                                 [--student runs/distill/<v>/student] --out results/geneval/<v>
+                                 [--student runs/distill/<run>/student] --out results/geneval/<run>
     python -m benchmarks.geneval --score-only <images dir> --out DIR   # score an existing official layout
 
 Settings: params.yaml `benchmarks.geneval` (keys, defaults and rules: configs/schema.py); official

@@ -1,7 +1,7 @@
 """`compbench` stage: T2I-CompBench for a teacher or a distilled student.
 
     python -m benchmarks.t2i_compbench [--params params.yaml] --family toy --teacher models/toy/teacher
-                                       [--student runs/distill/<v>/student] --out results/compbench/<v>
+                                       [--student runs/distill/<run>/student] --out results/compbench/<run>
 
 Settings: params.yaml `benchmarks.compbench` (keys, defaults and rules: configs/schema.py);
 model paths of the official edition: params.yaml `models` (compbench_blip_vqa, compbench_detector,

@@ -1,0 +1,75 @@
+"""Metrics along training (evaluate/along_training.py, DESIGN.md's eval/* keys): the loop on the shipped
+ToyWorld teacher logs FD-T, CLIP score and oracle accuracy at iteration 0, every train.eval_every and at
+the end (dvclive, along_training.jsonl, summary.json), and `python -m evaluate.checkpoints` scores the
+saved checkpoints to exactly the loop's values."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from evaluate.checkpoints import main as checkpoints_main
+from toyworld.dataset import write_toy_dataset
+from toyworld.grammar import TASKS
+from train.senseflow import train
+from train.settings import resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ["eval/fd_t_toyworld", "eval/clip_score", "eval/oracle_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("along")
+    write_toy_dataset(root / "data", 32, 0, dict.fromkeys(TASKS, 1.0))
+    explicit = {"teacher": str(ROOT / "models/toy/teacher"), "clip": str(ROOT / "models/toy/clip"),
+                "vfm_backbone": str(ROOT / "models/toy/dinov2"), "dataset": str(root / "data" / "dataset.json"),
+                "threads": 2}
+    settings = resolve(explicit, overrides={"steps": 20, "eval_every": 10, "eval_prompts": 12, "checkpoint_every": 10,
+                                            "keep_checkpoints": 3, "log_every": 5, "sample_every": 0})
+    train(settings, root / "run")
+    return root / "run"
+
+
+def test_loop_logs_the_design_keys_at_fixed_iterations(toy_run):
+    points = [json.loads(line) for line in (toy_run / "along_training.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == [0, 10, 20]
+    assert all(set(p) == {"step", *KEYS} for p in points)
+    assert all(0 <= p["eval/oracle_accuracy"] <= 1 and p["eval/fd_t_toyworld"] > 0 for p in points)
+    summary = json.loads((toy_run / "summary.json").read_text())
+    assert summary["along_training"] == points
+    for key in KEYS:  # dvclive curves (the dashboard and `dvc plots` read them)
+        tsv = pd.read_csv(toy_run / "dvclive" / "plots" / "metrics" / f"{key}.tsv", sep="\t")
+        assert list(tsv.step) == [0, 10, 20]
+        assert tsv[key.split("/")[1]].tolist() == pytest.approx([p[key] for p in points])
+    with (toy_run / "along_training" / "reference.npz").open("rb") as f:
+        assert f.read(2) == b"PK"  # the teacher's reference images, cached for resumes and evaluate.checkpoints
+
+
+def test_checkpoint_evaluation_reproduces_the_loop(toy_run, tmp_path, capsys):
+    loop = {p["step"]: p for p in map(json.loads, (toy_run / "along_training.jsonl").read_text().splitlines())}
+    out = tmp_path / "ckpt.jsonl"
+    points = checkpoints_main([str(toy_run), "--out", str(out), "--device", "cpu"])
+    assert [p["step"] for p in points] == [10, 20]
+    for p in points:
+        assert p == pytest.approx(loop[p["step"]], rel=1e-9)  # same prompts, noise, sampler and weights
+    again = checkpoints_main([str(toy_run), "--out", str(out), "--steps", "20", "--device", "cpu"])
+    assert "already in" in capsys.readouterr().out and again == points  # resumable: nothing recomputed
+
+
+def test_checkpoint_evaluation_refuses_what_it_cannot_do(toy_run, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "evaluate.checkpoints", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    proc = run(str(toy_run), "--steps", "15", "--out", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 2 and "no checkpoint at step(s) [15]" in proc.stderr and "[10, 20]" in proc.stderr
+    proc = run(str(toy_run), "-S", "train.ttur=3", "--out", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 2 and "only the evaluation keys" in proc.stderr
+    proc = run(str(tmp_path), "--out", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 2 and "no checkpoint in" in proc.stderr
+    assert not (tmp_path / "x.jsonl").exists()
