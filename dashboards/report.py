@@ -232,6 +232,8 @@ def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
         row["seed"] = " ".join(str(int(x)) for x in ok.seed.dropna()) or None
         if len(ok) >= 2:
             mean, lo, hi = seed_interval(ok.value.astype(float).tolist())
+            if metric in LOWER_IS_BETTER:  # a distance is never negative (as the within-run FD interval)
+                lo = max(0.0, lo)
             row.update(value=mean, ci_low=lo, ci_high=hi, n_seeds=len(ok), seed_std=float(ok.value.std(ddof=1)),
                        fd_bias=float(ok.fd_bias.mean()) if ok.fd_bias.notna().any() else None, p_vs_full=None)
             if variant not in ("full", "teacher"):
