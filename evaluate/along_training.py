@@ -107,7 +107,11 @@ def teacher_guidance(settings: dict) -> float:
 
 def reference_record(settings: dict, probe: ProbeSet) -> dict:
     """What defines the teacher's reference images (a cached reference is reused only if it matches)."""
-    return {"teacher": str(settings["teacher"]), "family": settings["family"], "resolution": settings["resolution"],
+    teacher = Path(settings["teacher"])
+    files = sorted([str(f.relative_to(teacher)), f.stat().st_size, f.stat().st_mtime_ns]
+                   for f in teacher.rglob("*") if f.is_file()) if teacher.is_dir() else []
+    return {"teacher": str(settings["teacher"]), "teacher_files": files,  # retrained in place: sampled again
+            "family": settings["family"], "resolution": settings["resolution"],
             "steps": settings["eval_teacher_steps"], "guidance": teacher_guidance(settings), "sampler": "euler",
             "prompts": probe.digest(), "precision": settings["precision"]}
 

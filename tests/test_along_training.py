@@ -73,3 +73,24 @@ def test_checkpoint_evaluation_refuses_what_it_cannot_do(toy_run, tmp_path):
     proc = run(str(tmp_path), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "no checkpoint in" in proc.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_cached_reference_is_reused_only_for_the_same_teacher(toy_run, tmp_path):
+    """The record that keys the cached teacher images survives its JSON round trip (so a resume reuses
+    them) and changes when the teacher's files change (a teacher retrained in place is sampled again)."""
+    import numpy as np
+    import shutil
+
+    from evaluate.along_training import probe_set, reference_record
+
+    settings = json.loads((toy_run / "checkpoints" / "step_20" / "state.json").read_text())["settings"]
+    probe = probe_set(settings, [])
+    record = reference_record(settings, probe)
+    with np.load(toy_run / "along_training" / "reference.npz") as data:
+        assert json.loads(str(data["record"])) == record
+    teacher = tmp_path / "teacher"
+    shutil.copytree(settings["teacher"], teacher)
+    moved = reference_record({**settings, "teacher": str(teacher)}, probe)
+    weights = next(teacher.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert reference_record({**settings, "teacher": str(teacher)}, probe) != moved
