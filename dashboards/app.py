@@ -111,7 +111,7 @@ else:
 st.header("Training curves")
 curves = R.load_curves(loc)
 if curves.empty:
-    st.info(f"No dvclive logs under `{loc.runs}/` yet (the distill stage writes <variant>/dvclive).")
+    st.info(f"No dvclive logs under `{loc.runs}/` yet (the distill stage writes <variant>-<seed>/dvclive).")
 else:
     available = [m for m in R.CURVES if m in set(curves.metric)] + sorted(set(curves.metric) - set(R.CURVES))
     available = [m for m in available if not m.startswith("eval/")] or available

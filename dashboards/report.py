@@ -215,8 +215,8 @@ def paired_seed_p(values: dict[int, float], full: dict[int, float]) -> float | N
     if len(shared) < 2:
         return None
     diff = np.array([values[k] - full[k] for k in shared])
-    if np.allclose(diff, diff[0]):
-        return 0.0 if diff[0] != 0 else 1.0
+    if np.allclose(diff, diff[0]):  # no spread across seeds (discrete scores): a t-test says nothing
+        return None
     return float(stats.ttest_rel([values[k] for k in shared], [full[k] for k in shared]).pvalue)
 
 
@@ -319,6 +319,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
     best = best_by_metric(table, [v for v in variants if v != "teacher"])
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
     seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant != "teacher"}
+    seeds_max = int(table.n_seeds.dropna().max()) if "n_seeds" in table and table.n_seeds.notna().any() else 1
     lines = ["| Method | " + " | ".join(label for _, label in columns) + " | Seeds |",
              "|---|" + "---|" * (len(columns) + 1)]
     for v in variants:
@@ -330,7 +331,14 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
             if value is not None and v != "teacher" and metric in best and value == best[metric]:
                 text = f"**{text}**"
             if value is not None and _present(getattr(row, "ci_low", None)):
-                text += f" ± {_fmt((row.ci_high - row.ci_low) / 2)}"
+                half = (row.ci_high - row.ci_low) / 2
+                if metric in LOWER_IS_BETTER and row.ci_low == 0 and abs(row.ci_high + row.ci_low - 2 * value) > 1e-9:
+                    text += f" ({_fmt(row.ci_low)}–{_fmt(row.ci_high)})"  # asymmetric (clipped at 0)
+                else:
+                    text += f" ± {_fmt(half)}"
+            n = getattr(row, "n_seeds", None)
+            if value is not None and _present(n) and seeds_max > 1 and int(n) < seeds_max and v != "teacher":
+                text += f" [{int(n)} seed{'s' if int(n) > 1 else ''}]"  # not the mean over every seed
             if value is not None and _present(getattr(row, "p_vs_full", None)) and row.p_vs_full < SIGNIFICANT:
                 text += "*"
             cells.append(text)
@@ -353,8 +361,10 @@ def uncertainty_note(table: pd.DataFrame) -> list[str]:
                       "scale can reorder the variants (three seeds: dvc exp run -S 'seeds=[0,1,2]').")
     else:
         how = (f"Values are means over {n_seeds} training seeds; ± is half the width of their 95 % Student-t "
-               f"interval across seeds; * marks a difference from `full` with p < {SIGNIFICANT} (paired t-test "
-               f"over the seeds both ran; per-seed values and bootstrap intervals: summary_by_seed.csv)")
+               f"interval across seeds ((lo–hi) where a distance's interval is clipped at 0); * marks a difference "
+               f"from `full` with p < {SIGNIFICANT} (paired t-test over the seeds both ran; per-seed values and "
+               f"bootstrap intervals: summary_by_seed.csv); a value marked [k seeds] has fewer runs and keeps "
+               f"its own interval")
         seeds_text = ""
     return [f"{how}: {len(significant)} of {len(compared)} comparisons; the others are within noise. "
             + seeds_text + fd_bias_note(table)]

@@ -56,7 +56,7 @@ def load_table(loc: Locations) -> pd.DataFrame:
     csv = loc.results / "summary.csv"
     if csv.is_file():
         try:
-            table = pd.read_csv(csv, dtype={"seed": str})  # "0 1 2": the training seeds behind a value
+            table = pd.read_csv(csv, dtype={"seed": str, "revision": str})  # "0 1 2": the seeds behind a value
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             table = pd.DataFrame()
         if {"variant", "metric", "value"} <= set(table.columns):

@@ -32,7 +32,7 @@ import torch
 from configs.params import ParamsError
 from configs.paths import readable_file, readable_folder, text_lines
 from evaluate.clip_score import ClipScorer
-from evaluate.frechet import InceptionFeatures, fd
+from evaluate.frechet import INCEPTION_FILE, InceptionFeatures, fd
 from evaluate.images import to_uint8
 from toyworld.grading import grade
 from toyworld.grammar import GENEVAL_TASKS
@@ -130,7 +130,14 @@ def check_probe_inputs(settings: dict) -> None:
                               f"{folder} lacks preprocessor_config.json): set train.eval_clip to a full CLIPModel "
                               f"folder, or train.eval_every: 0 to log no metrics along training")
     if not toy and settings["eval_inception"]:
-        readable_file(settings["eval_inception"], "clean-fid's Inception file", "train.eval_inception")
+        path = readable_file(settings["eval_inception"], "clean-fid's Inception file", "train.eval_inception")
+        if path.name != INCEPTION_FILE:
+            raise ParamsError(f"train.eval_inception must be the file {INCEPTION_FILE} (clean-fid loads it by that "
+                              f"name), got {str(path)!r}")
+    if not toy and not clip and not settings["eval_inception"]:
+        raise ParamsError("nothing to measure along training (train.eval_every > 0 on a real family): set "
+                          "train.eval_inception (clean-fid's inception-2015-12-05.pt, for eval/fid_t) and/or "
+                          "train.eval_clip (a CLIPModel folder, for eval/clip_score), or train.eval_every: 0")
     if not toy and settings["eval_prompt_file"]:
         text_lines(settings["eval_prompt_file"], "the along-training prompt file", "train.eval_prompt_file")
 
@@ -193,17 +200,34 @@ def read_curve(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def append_point(path: Path, step: int, values: dict[str, float]) -> None:
+def probe_key(record: dict, settings: dict) -> str:
+    """What makes two probe points comparable: the reference (teacher, prompts, noise), the student's
+    sampler and steps. Stored with every point; points of another key are never mixed into a curve."""
+    spec = {**record, "teacher_files": None, "sampler": settings["eval_sampler"], "steps": settings["num_steps"]}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def append_point(path: Path, step: int, values: dict[str, float], key: str) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+        f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}, "probe": key}) + "\n")
 
 
-def keep_points_until(path: Path, step: int) -> None:
-    """A run resumed at `step` repeats the later iterations: their points are dropped."""
-    kept = [p for p in read_curve(path) if p["step"] <= step]
-    if Path(path).is_file():
-        Path(path).write_text("".join(json.dumps(p) + "\n" for p in kept))
+def keep_points_until(path: Path, step: int, key: str) -> Path | None:
+    """A run resumed at `step` repeats the later iterations: their points are dropped. A curve of
+    another probe (eval keys changed on resume) is moved to `along_training.<probe>.jsonl` (kept,
+    not mixed); returns where it went."""
+    path = Path(path)
+    points = read_curve(path)
+    other = {p["probe"] for p in points if "probe" in p} - {key}  # points written before keys were kept: compatible
+    if other:
+        aside = path.with_name(f"{path.stem}.{'-'.join(sorted(str(o) for o in other))}{path.suffix}")
+        path.rename(aside)
+        return aside
+    kept = [p for p in points if p["step"] <= step]
+    if path.is_file():
+        path.write_text("".join(json.dumps(p) + "\n" for p in kept))
+    return None
 
 
-__all__ = ["KEYS", "check_probe_inputs", "ProbeSet", "probe_set", "sample_probe", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
+__all__ = ["probe_key", "KEYS", "check_probe_inputs", "ProbeSet", "probe_set", "sample_probe", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
            "append_point", "keep_points_until"]

@@ -1,6 +1,6 @@
 """Throughput of the metric code, measured in one run.
 
-    python -m evaluate.bench_metrics [--images 128] [--rounds 3] [--samples results/samples/full]
+    python -m evaluate.bench_metrics [--images 128] [--rounds 3] [--samples results/samples/full-0]
                                      [--reference results/samples/teacher] [--out results/bench/metrics.json]
 
 1. FID feature path: our `evaluate.frechet.InceptionFeatures` (PNG decode + clean-fid resize +
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=count(2), default=128)
     ap.add_argument("--rounds", type=count(1), default=3)
     ap.add_argument("--batch-size", type=count(1), default=32)
-    ap.add_argument("--samples", default="results/samples/full")
+    ap.add_argument("--samples", default="results/samples/full-0")
     ap.add_argument("--reference", default="results/samples/teacher")
     ap.add_argument("--threads", type=count(1), default=2)
     ap.add_argument("--out", default="results/bench/metrics.json")

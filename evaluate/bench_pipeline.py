@@ -93,10 +93,13 @@ def compare_results(committed: Path, fresh: Path) -> dict:
     b = pd.read_csv(fresh, dtype={"seed": str})[key + ["value"]]
     both = a.merge(b, on=key, how="outer", suffixes=("_committed", "_fresh"), indicator=True)
     only = both[both["_merge"] != "both"]
-    pair = both[(both["_merge"] == "both") & both.value_committed.notna() & both.value_fresh.notna()]
+    matched = both[both["_merge"] == "both"]
+    lost = matched[matched.value_committed.isna() != matched.value_fresh.isna()]  # a value on one side only
+    pair = matched[matched.value_committed.notna() & matched.value_fresh.notna()]
     diff = (pair.value_fresh - pair.value_committed).abs()
     rel = diff / pair.value_committed.abs().clip(lower=1e-12)
     differing = pair[diff > 1e-9 * (1 + pair.value_committed.abs())]
+    differing = pd.concat([differing, lost])
     return {"compared": int(len(pair)), "identical": bool(differing.empty and only.empty),
             "max_abs_diff": float(diff.max()) if len(diff) else 0.0,
             "max_rel_diff": float(rel.max()) if len(rel) else 0.0,

@@ -19,8 +19,10 @@ first (train.export_checkpoint; needs CPU memory for one fp32 student).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,10 +32,9 @@ import torch
 from configs.cli import ArgumentParser, UserError, run_command
 from configs.params import ParamsError
 from configs.paths import readable_folder, writable_file
-from evaluate.along_training import (TrainingProbe, append_point, probe_set, read_curve, reference_record,
-                                     sample_probe, teacher_guidance)
-from backbones import backbone_class
-from evaluate.sampling import load_generator
+from backbones import backbone_class, load_backbone
+from evaluate.along_training import (TrainingProbe, append_point, check_probe_inputs, probe_key, probe_set,
+                                     read_curve, reference_record, sample_probe, teacher_guidance)
 from train.checkpoint import list_checkpoints
 from train.dataset import load_dataset_json
 from train.export_checkpoint import export_checkpoint
@@ -96,8 +97,9 @@ def loader_options(s: dict) -> dict:
     return {"resolution": s["resolution"]} if takes else {}
 
 
-def reference_images(run: Path, s: dict, probe, device: str) -> np.ndarray:
-    """The run's cached teacher reference when it was made for these settings, else sampled now."""
+def reference_images(run: Path, s: dict, probe, backbone) -> np.ndarray:
+    """The run's cached teacher reference when it was made for these settings, else sampled now with
+    the teacher in `backbone` (under the run's precision)."""
     cache = run / "along_training" / "reference.npz"
     record = reference_record(s, probe)
     try:
@@ -106,56 +108,80 @@ def reference_images(run: Path, s: dict, probe, device: str) -> np.ndarray:
                 return data["images"]
     except (OSError, ValueError, KeyError):
         pass
-    gen = load_generator(s["family"], s["teacher"], steps=s["eval_teacher_steps"], device=device, **loader_options(s))
-    return sample_probe(gen.backbone, gen.net, probe, resolution=s["resolution"], steps=s["eval_teacher_steps"],
-                        sampler="euler", guidance=teacher_guidance(s), batch_size=s["eval_batch_size"])
+    return sample_probe(backbone, backbone.denoiser, probe, resolution=s["resolution"], steps=s["eval_teacher_steps"],
+                        sampler="euler", guidance=teacher_guidance(s), batch_size=s["eval_batch_size"],
+                        precision=precision_context(s, backbone.device))
 
 
-def evaluate_checkpoints(run: str | Path, steps: str | None = None, ema: bool = False, overrides=(),
+def precision_context(s: dict, device: torch.device):
+    """The loop's precision policy for sampling: bf16 autocast (weight-cast cache off) in bf16 runs."""
+    if s["precision"] == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext
+
+
+def evaluate_checkpoints(run: str | Path, steps: str | None = None, ema: bool | None = None, overrides=(),
                          out: str | Path | None = None, device: str | None = None) -> list[dict]:
+    """Score the chosen checkpoints (module docstring). The teacher and text encoders are loaded once, in
+    the run's storage dtype (bf16 runs: bf16, as the loop holds them); each student is loaded in fp32 (the
+    loop's master weights), sampled under the run's precision and freed before the next one; an exported
+    FSDP student is deleted as soon as it is scored. `ema`: the EMA generator (default: when the run kept
+    one, as the loop samples it)."""
     run = readable_folder(run, "the run folder", "RUN")
     out = writable_file(out or run / "checkpoint_eval.jsonl", "the output file", "--out")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     chosen = choose(list_checkpoints(run), steps, run)
     s = run_settings(run, chosen[-1][1], list(overrides))
+    ema = s["ema"] > 0 if ema is None else ema
     s["eval_every"] = s["eval_every"] or 1  # the probe's settings apply even if the run did not log them
+    check_probe_inputs(s)
     records = load_dataset_json(s["dataset"], check_images=False) if s["family"] != "toy" else None
     probe = probe_set(s, records.prompts if records else [])
+    key = probe_key(reference_record(s, probe), s)
+    previous = read_curve(out)
+    if any(p.get("probe", key) != key for p in previous):
+        raise CheckpointEvalError(f"{out} holds points of another probe (other train.eval_* settings): pass another "
+                                  f"--out (nothing was overwritten)")
+    done = {p["step"] for p in previous}
     scorer = TrainingProbe(s, probe, device)
-    if not scorer.describe():
-        raise ParamsError("nothing to measure (train.eval_clip, train.eval_inception): give at least one, e.g. "
-                          "-S train.eval_inception=/path/inception-2015-12-05.pt")
-    scorer.set_reference(reference_images(run, s, probe, device))
-    done = {p["step"] for p in read_curve(out)}
-    options = loader_options(s)
+    dtype = torch.bfloat16 if s["precision"] == "bf16" else torch.float32
+    backbone = load_backbone(s["family"], s["teacher"], device=device, dtype=dtype, **loader_options(s))
+    scorer.set_reference(reference_images(run, s, probe, backbone))
+    precision = precision_context(s, backbone.device)
     with tempfile.TemporaryDirectory(prefix="checkpoint_eval_", dir=out.parent) as scratch:
         for step, step_dir in chosen:
             if step in done:
                 print(f"checkpoints: step {step} already in {out}; skipped")
                 continue
-            gen = load_generator(s["family"], s["teacher"], student_folder(step_dir, ema, Path(scratch)),
-                                 steps=s["num_steps"], sampler=s["eval_sampler"], device=device, **options)
-            images = sample_probe(gen.backbone, gen.net, probe, resolution=s["resolution"], steps=s["num_steps"],
-                                  sampler=s["eval_sampler"], guidance=1.0, batch_size=s["eval_batch_size"])
+            folder = student_folder(step_dir, ema, Path(scratch))
+            net = backbone.load_denoiser(folder).to(device=device, dtype=torch.float32).eval()
+            images = sample_probe(backbone, net, probe, resolution=s["resolution"], steps=s["num_steps"],
+                                  sampler=s["eval_sampler"], guidance=1.0, batch_size=s["eval_batch_size"],
+                                  precision=precision)
+            del net
+            if Path(scratch) in folder.parents:
+                shutil.rmtree(folder.parent)  # the exported FSDP student (fp32): one at a time on disk
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             values = scorer.measure(images)
-            append_point(out, step, values)
+            append_point(out, step, values, key)
             print(f"checkpoints: step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()), flush=True)
-    points = sorted(read_curve(out), key=lambda p: p["step"])
-    return points
+    return sorted(read_curve(out), key=lambda p: p["step"])
 
 
 def main(argv=None) -> list[dict]:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="a distill run folder (runs/distill/<variant>-<seed>)")
     ap.add_argument("--steps", default=None, help="comma-separated checkpoint iterations (default: every checkpoint)")
-    ap.add_argument("--ema", action="store_true", help="the EMA generator (train.ema > 0)")
+    ap.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                    help="the EMA generator (default: when the run kept one, train.ema > 0, as the loop samples it)")
     ap.add_argument("--out", default=None, help="JSON lines file (default RUN/checkpoint_eval.jsonl)")
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="change an evaluation key, e.g. -S train.eval_prompts=256 (repeatable)")
     args = ap.parse_args(argv)
     points = evaluate_checkpoints(args.run, args.steps, args.ema, args.overrides, args.out, args.device)
-    keys = sorted({k for p in points for k in p if k != "step"})
+    keys = sorted({k for p in points for k in p if k not in ("step", "probe")})
     print("step\t" + "\t".join(keys))
     for p in points:
         print(f"{p['step']}\t" + "\t".join(f"{p[k]:.4g}" if k in p else "—" for k in keys))

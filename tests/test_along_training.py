@@ -38,7 +38,7 @@ def toy_run(tmp_path_factory):
 def test_loop_logs_the_design_keys_at_fixed_iterations(toy_run):
     points = [json.loads(line) for line in (toy_run / "along_training.jsonl").read_text().splitlines()]
     assert [p["step"] for p in points] == [0, 10, 20]
-    assert all(set(p) == {"step", *KEYS} for p in points)
+    assert all(set(p) == {"step", "probe", *KEYS} for p in points) and len({p["probe"] for p in points}) == 1
     assert all(0 <= p["eval/oracle_accuracy"] <= 1 and p["eval/fd_t_toyworld"] > 0 for p in points)
     summary = json.loads((toy_run / "summary.json").read_text())
     assert summary["along_training"] == points
@@ -55,8 +55,9 @@ def test_checkpoint_evaluation_reproduces_the_loop(toy_run, tmp_path, capsys):
     out = tmp_path / "ckpt.jsonl"
     points = checkpoints_main([str(toy_run), "--out", str(out), "--device", "cpu"])
     assert [p["step"] for p in points] == [10, 20]
-    for p in points:
-        assert p == pytest.approx(loop[p["step"]], rel=1e-9)  # same prompts, noise, sampler and weights
+    for p in points:  # same prompts, noise, sampler and weights
+        assert p["probe"] == loop[p["step"]]["probe"]
+        assert {k: p[k] for k in KEYS} == pytest.approx({k: loop[p["step"]][k] for k in KEYS}, rel=1e-9)
     again = checkpoints_main([str(toy_run), "--out", str(out), "--steps", "20", "--device", "cpu"])
     assert "already in" in capsys.readouterr().out and again == points  # resumable: nothing recomputed
 
@@ -73,6 +74,10 @@ def test_checkpoint_evaluation_refuses_what_it_cannot_do(toy_run, tmp_path):
     proc = run(str(tmp_path), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "no checkpoint in" in proc.stderr
     assert not (tmp_path / "x.jsonl").exists()
+    other = tmp_path / "other.jsonl"  # points of another probe setting are never mixed in
+    other.write_text(json.dumps({"step": 10, "eval/clip_score": 1.0, "probe": "0123456789ab"}) + "\n")
+    proc = run(str(toy_run), "--out", str(other))
+    assert proc.returncode == 2 and "holds points of another probe" in proc.stderr
 
 
 def test_cached_reference_is_reused_only_for_the_same_teacher(toy_run, tmp_path):
@@ -94,3 +99,14 @@ def test_cached_reference_is_reused_only_for_the_same_teacher(toy_run, tmp_path)
     weights = next(teacher.rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes() + b"\0")
     assert reference_record({**settings, "teacher": str(teacher)}, probe) != moved
+
+
+def test_a_curve_of_another_probe_is_moved_aside_not_mixed(tmp_path):
+    from evaluate.along_training import append_point, keep_points_until, read_curve
+
+    path = tmp_path / "along_training.jsonl"
+    for step in (0, 100, 200):
+        append_point(path, step, {"eval/clip_score": 60.0 + step}, "aaa")
+    assert keep_points_until(path, 100, "aaa") is None and [p["step"] for p in read_curve(path)] == [0, 100]
+    aside = keep_points_until(path, 100, "bbb")  # resumed with other train.eval_* values
+    assert aside.name == "along_training.aaa.jsonl" and len(read_curve(aside)) == 2 and not path.exists()

@@ -203,3 +203,12 @@ def test_three_seeds_give_means_intervals_across_seeds_and_paired_tests(tmp_path
     assert "## eval/fd_t_toyworld" in along and "| Method | 0 | 100 | 200 |" in along and " ± " in along
     curves = pd.read_csv(tmp_path / "out" / "along_training.csv")
     assert len(curves) == 2 * 3 * 3 * 3  # variants x seeds x steps x metrics
+
+
+def test_paired_seed_test_says_nothing_without_spread():
+    from dashboards.report import paired_seed_p
+
+    assert paired_seed_p({0: 0.5, 1: 0.6}, {0: 0.5 - 1 / 64, 1: 0.6 - 1 / 64}) is None  # discrete, constant gap
+    assert paired_seed_p({0: 1.0}, {0: 2.0}) is None  # one shared seed
+    p = paired_seed_p({0: 1.0, 1: 2.0, 2: 3.5}, {0: 1.1, 1: 2.4, 2: 3.6})
+    assert p == pytest.approx(stats.ttest_rel([1.0, 2.0, 3.5], [1.1, 2.4, 3.6]).pvalue)

@@ -1,6 +1,6 @@
 """Export the student of any checkpoint as a diffusers model folder, offline (one process, no GPU):
 
-    python -m train.export_checkpoint runs/distill/full/checkpoints/step_3000 [--out DIR] [--ema]
+    python -m train.export_checkpoint runs/distill/full-0/checkpoints/step_3000 [--out DIR] [--ema]
 
 A single-process / DDP checkpoint already holds the student folder (it is copied). An FSDP
 checkpoint holds torch.distributed.checkpoint shards (`sharded/`) and the student's config.json;

@@ -117,6 +117,7 @@ class Run:
     last_checkpoint: Path | None = None
     probe: object | None = None      # metrics along training: evaluate.along_training.ProbeSet (every rank)
     probe_scorer: object | None = None  # its TrainingProbe (main process only)
+    probe_key: str = ""                 # evaluate.along_training.probe_key: the curve's points must share it
     base_lrs: dict[str, float] = field(default_factory=dict)
     warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
     audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
@@ -549,10 +550,12 @@ def start_probe(run: Run, start: int) -> None:
     if not s["eval_every"]:
         return
     # the evaluation layer's probe (CLIP / Inception features, the ToyWorld oracle)
-    from evaluate.along_training import TrainingProbe, keep_points_until, probe_set, reference_record, teacher_guidance
+    from evaluate.along_training import (TrainingProbe, keep_points_until, probe_key, probe_set, reference_record,
+                                         teacher_guidance)
 
     run.probe = probe_set(s, run.data.records.prompts)
     record, cache = reference_record(s, run.probe), run.out / "along_training" / "reference.npz"
+    run.probe_key = probe_key(record, s)
 
     def cached() -> bool:
         try:
@@ -577,7 +580,10 @@ def start_probe(run: Run, start: int) -> None:
             tmp.replace(cache)
         run.probe_scorer = TrainingProbe(s, run.probe, str(acc.device))
         run.probe_scorer.set_reference(images)
-        keep_points_until(run.out / "along_training.jsonl", start)
+        aside = keep_points_until(run.out / "along_training.jsonl", start, run.probe_key)
+        if aside:
+            acc.print(f"senseflow: the metrics along training so far used another probe (train.eval_* changed); "
+                      f"they were moved to {aside} and the curve starts again")
     acc.wait_for_everyone()
 
 
@@ -596,7 +602,7 @@ def evaluate_probe(run: Run, step: int) -> dict[str, float]:
     if acc.is_main_process:
         values = run.probe_scorer.measure(images)
         log_metrics(acc, values, step=step)
-        append_point(run.out / "along_training.jsonl", step, values)
+        append_point(run.out / "along_training.jsonl", step, values, run.probe_key)
         tqdm.write(f"senseflow: iteration {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     acc.wait_for_everyone()
     return values
