@@ -127,7 +127,7 @@ def main():
         result["along_training_steps"] = {name: [p["step"] for p in points] for name, points in curves.items()}
         result["along_training_resumed_equals_straight"] = curves["fsdp_resumed"] == curves["fsdp_bf16"]
         result["along_training_ddp_vs_fsdp"] = max(abs(a[k] - b[k]) / max(1e-6, abs(a[k])) for a, b in
-                                                   zip(curves["ddp"], curves["fsdp"]) for k in a if k != "step")
+                                                   zip(curves["ddp"], curves["fsdp"]) for k in a if k not in ("step", "probe"))
         ckpt = work / "fsdp_resumed" / "checkpoints" / "step_4"
         result["sharded_checkpoint_files"] = sorted(p.name for p in ckpt.iterdir())
         result["sharded_checkpoint_has_no_weights_outside_shards"] = not list(ckpt.glob("transformer/*.safetensors"))
