@@ -142,6 +142,16 @@ def check_probe_inputs(settings: dict) -> None:
         text_lines(settings["eval_prompt_file"], "the along-training prompt file", "train.eval_prompt_file")
 
 
+def cached_reference(cache: Path, record: dict) -> np.ndarray | None:
+    """The teacher's reference images in `cache` (along_training/reference.npz) if they were made for
+    `record`; None when the file is missing, unreadable or of other settings (then they are sampled)."""
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            return data["images"] if json.loads(str(data["record"])) == record else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class TrainingProbe:
     """Scores probe images (N, H, W, 3) uint8 against the teacher's reference images of the same
     prompts and noise. Construct on the process that logs (the main one)."""
@@ -229,5 +239,5 @@ def keep_points_until(path: Path, step: int, key: str) -> Path | None:
     return None
 
 
-__all__ = ["probe_key", "KEYS", "check_probe_inputs", "ProbeSet", "probe_set", "sample_probe", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
+__all__ = ["cached_reference", "probe_key", "KEYS", "check_probe_inputs", "ProbeSet", "probe_set", "sample_probe", "teacher_guidance", "reference_record", "TrainingProbe", "read_curve",
            "append_point", "keep_points_until"]

@@ -33,7 +33,7 @@ from configs.cli import ArgumentParser, UserError, run_command
 from configs.params import ParamsError
 from configs.paths import readable_folder, writable_file
 from backbones import backbone_class, load_backbone
-from evaluate.along_training import (TrainingProbe, append_point, check_probe_inputs, probe_key, probe_set,
+from evaluate.along_training import (TrainingProbe, cached_reference, append_point, check_probe_inputs, probe_key, probe_set,
                                      read_curve, reference_record, sample_probe, teacher_guidance)
 from train.checkpoint import list_checkpoints
 from train.dataset import load_dataset_json
@@ -100,14 +100,9 @@ def loader_options(s: dict) -> dict:
 def reference_images(run: Path, s: dict, probe, backbone) -> np.ndarray:
     """The run's cached teacher reference when it was made for these settings, else sampled now with
     the teacher in `backbone` (under the run's precision)."""
-    cache = run / "along_training" / "reference.npz"
-    record = reference_record(s, probe)
-    try:
-        with np.load(cache, allow_pickle=False) as data:
-            if json.loads(str(data["record"])) == record:
-                return data["images"]
-    except (OSError, ValueError, KeyError):
-        pass
+    cached = cached_reference(run / "along_training" / "reference.npz", reference_record(s, probe))
+    if cached is not None:
+        return cached
     return sample_probe(backbone, backbone.denoiser, probe, resolution=s["resolution"], steps=s["eval_teacher_steps"],
                         sampler="euler", guidance=teacher_guidance(s), batch_size=s["eval_batch_size"],
                         precision=precision_context(s, backbone.device))

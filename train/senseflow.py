@@ -550,29 +550,19 @@ def start_probe(run: Run, start: int) -> None:
     if not s["eval_every"]:
         return
     # the evaluation layer's probe (CLIP / Inception features, the ToyWorld oracle)
-    from evaluate.along_training import (TrainingProbe, keep_points_until, probe_key, probe_set, reference_record,
+    from evaluate.along_training import (TrainingProbe, cached_reference, keep_points_until, probe_key, probe_set, reference_record,
                                          teacher_guidance)
 
     run.probe = probe_set(s, run.data.records.prompts)
     record, cache = reference_record(s, run.probe), run.out / "along_training" / "reference.npz"
     run.probe_key = probe_key(record, s)
 
-    def cached() -> bool:
-        try:
-            with np.load(cache, allow_pickle=False) as data:
-                return json.loads(str(data["record"])) == record
-        except (OSError, ValueError, KeyError):
-            return False
-
-    reuse = _agreed(acc, cached)
-    images = None
+    images = cached_reference(cache, record) if acc.is_main_process else None
+    reuse = _agreed(acc, lambda: images is not None)
     if not reuse:
         images = probe_images(run, run.teacher, s["eval_teacher_steps"], "euler", teacher_guidance(s))
     if acc.is_main_process:
-        if reuse:
-            with np.load(cache, allow_pickle=False) as data:
-                images = data["images"]
-        else:
+        if not reuse:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, images=images, record=np.array(json.dumps(record)),
