@@ -388,7 +388,7 @@ TRAIN = Section({
     "loss_window": 50,               # iterations in the rolling std of the fake-score loss
     "sample_every": 200,             # sample grid every N iterations (0: only at the end)
     "sample_prompts": 8,
-    # metrics along training (evaluate/along_training.py): fixed prompts and noise, every eval_every iterations
+    # metrics along training (train/probe.py): fixed prompts and noise, every eval_every iterations
     "eval_every": 0,                 # 0: off (the toy preset: 100); also at iteration 0 and at the end
     "eval_prompts": 96,              # one image each (ToyWorld: GenEval-style prompts, an equal share per task)
     "eval_prompt_file": None,        # real families: one prompt per line (null: prompts spread over train.dataset)

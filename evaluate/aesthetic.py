@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
-from evaluate.weights import load_tensors, model_path
+from measures.weights import load_tensors, model_path
 
 MLP_SOURCE = ("https://github.com/christophschuhmann/improved-aesthetic-predictor "
               "(sac+logos+ava1-l14-linearMSE.pth)")

@@ -3,7 +3,7 @@
     python -m evaluate.bench_metrics [--images 128] [--rounds 3] [--samples results/samples/full-0]
                                      [--reference results/samples/teacher] [--out results/bench/metrics.json]
 
-1. FID feature path: our `evaluate.frechet.InceptionFeatures` (PNG decode + clean-fid resize +
+1. FID feature path: our `measures.frechet.InceptionFeatures` (PNG decode + clean-fid resize +
    Inception) against clean-fid's own `get_folder_features` (its dataset, resize and the same
    TorchScript wrapper) on the same PNG folder, alternating, median images/s over rounds; ratio =
    ours / clean-fid (target >= 1.0). No real Inception weights exist here, so BOTH paths load a
@@ -27,7 +27,7 @@ from PIL import Image
 
 from configs.cli import ArgumentParser, count, run_command
 from configs.paths import writable_file
-from evaluate.frechet import INCEPTION_FILE, InceptionFeatures
+from measures.frechet import INCEPTION_FILE, InceptionFeatures
 from evaluate.sample_folder import read_samples
 
 

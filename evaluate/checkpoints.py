@@ -7,7 +7,7 @@
 For real runs, where evaluating inside the loop would hold the GPUs, or to add a metric a run did
 not log: every complete checkpoint under RUN/checkpoints/ (or the `--steps` chosen) is sampled on
 the probe set of the run's own settings (the same prompts, noise and sampler as train.eval_every in
-the loop, evaluate/along_training.py) and scored against the teacher's reference images (the run's
+the loop, train/probe.py) and scored against the teacher's reference images (the run's
 cached along_training/reference.npz when it matches, else sampled here). Only the train.eval_*
 keys may be changed with -S: everything else is the run's. One JSON line per checkpoint
 {"step", "eval/...": value} goes to --out (default RUN/checkpoint_eval.jsonl; a step already there is
@@ -33,10 +33,10 @@ from configs.cli import ArgumentParser, UserError, run_command
 from configs.params import ParamsError
 from configs.paths import readable_folder, writable_file
 from backbones import backbone_class, load_backbone
-from evaluate.along_training import (TrainingProbe, cached_reference, append_point, check_probe_inputs, probe_key, probe_set,
+from train.probe import (TrainingProbe, cached_reference, append_point, check_probe_inputs, probe_key, probe_set,
                                      read_curve, reference_record, sample_probe, teacher_guidance)
 from train.checkpoint import list_checkpoints
-from train.dataset import load_dataset_json
+from protocols.dataset_json import load_dataset_json
 from train.export_checkpoint import export_checkpoint
 from train.settings import DEFAULTS, parse_overrides
 

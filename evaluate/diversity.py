@@ -16,7 +16,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from evaluate.weights import model_path
+from measures.weights import model_path
 
 ALEXNET_SOURCE = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth (torchvision's AlexNet weights)"
 

@@ -15,7 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from evaluate.weights import load_tensors, model_path
+from measures.weights import load_tensors, model_path
 
 SOURCE = "https://huggingface.co/xswu/HPSv2 (HPS_v2.1_compressed.pt or HPS_v2_compressed.pt)"
 MEAN = (0.48145466, 0.4578275, 0.40821073)

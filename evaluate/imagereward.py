@@ -26,7 +26,7 @@ import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
 from evaluate.aesthetic import AestheticMLP
-from evaluate.weights import load_tensors, model_path
+from measures.weights import load_tensors, model_path
 
 SOURCE = "https://huggingface.co/THUDM/ImageReward (ImageReward.pt)"
 TOKENIZER_SOURCE = "https://huggingface.co/google-bert/bert-base-uncased (vocab.txt + tokenizer_config.json)"

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from evaluate.frechet import fd
+from measures.frechet import fd
 
 LEVEL = 0.95
 

@@ -7,10 +7,10 @@ Writes `<out>/metrics.json` ({metric: value or null}) and `<out>/metrics.meta.js
 with their reason, image counts, model paths, feature extractors, seeds). Metrics (params
 `eval.metrics`; names fixed by DESIGN.md):
 
-  fid_t, patch_fid_t   Inception (clean-fid), vs the teacher's "fid" group     evaluate/frechet.py
-  fd_t_toyworld        FD in the toy CLIP's image-feature space (toy family)    evaluate/frechet.py
-  fd_t_dinov2          FD in DINOv2 CLS space (models.dinov2)                   evaluate/frechet.py
-  clip_score           torchmetrics convention; ViT-B/32, or the toy CLIP       evaluate/clip_score.py
+  fid_t, patch_fid_t   Inception (clean-fid), vs the teacher's "fid" group     measures/frechet.py
+  fd_t_toyworld        FD in the toy CLIP's image-feature space (toy family)    measures/frechet.py
+  fd_t_dinov2          FD in DINOv2 CLS space (models.dinov2)                   measures/frechet.py
+  clip_score           torchmetrics convention; ViT-B/32, or the toy CLIP       measures/clip_score.py
   hpsv2, pickscore, imagereward, aesv2   reward models (evaluate/<name>.py `load_scorer`)
   lpips_diversity, clip_diversity        App. B.5 on the "diversity" group      evaluate/diversity.py
 
@@ -34,12 +34,12 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params
 from configs.paths import writable_folder
 from evaluate.diversity import LpipsDiversity, clip_diversity
-from evaluate.frechet import Dinov2Features, InceptionFeatures
-from evaluate.clip_score import ClipScorer
+from measures.frechet import Dinov2Features, InceptionFeatures
+from measures.clip_score import ClipScorer
 from evaluate.generate import eval_settings
 from evaluate.intervals import LEVEL, MetricSample, save_samples
 from evaluate.sample_folder import check_aligned, read_samples
-from evaluate.weights import MissingWeights, model_path
+from measures.weights import MissingWeights, model_path
 
 KNOWN = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
          "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]

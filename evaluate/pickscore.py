@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evaluate.clip_score import projected
-from evaluate.weights import model_path
+from measures.clip_score import projected
+from measures.weights import model_path
 
 SOURCE = "https://huggingface.co/yuvalkirstain/PickScore_v1 (saved with save_pretrained)"
 

@@ -23,7 +23,7 @@ from backbones import load_backbone
 from backbones.base import Backbone, BackboneError
 from configs.paths import readable_folder, supersede
 from configs.schema import SAMPLER
-from evaluate.images import save_png, to_uint8
+from protocols.images import save_png, to_uint8
 
 SAMPLERS = ("euler", "stochastic")
 # the sampler block every generating stage's settings carry (eval, benchmarks.geneval, benchmarks.compbench)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import train.senseflow as senseflow
-from tests.senseflow_assets import tiny_family_settings
+from train.tiny_assets import tiny_family_settings
 from train.batches import batch_indices
 from train.sharding import full_model_state, unwrap
 

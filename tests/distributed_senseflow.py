@@ -15,7 +15,7 @@ from accelerate import Accelerator
 
 import train.senseflow as senseflow
 from backbones.toy import ToyBackbone
-from tests.senseflow_assets import tiny_settings
+from train.tiny_assets import tiny_settings
 from train.ida import ida_update
 from train.sharding import full_model_state, full_optimizer_state, resharded, shard_like, unwrap
 

@@ -1,4 +1,4 @@
-"""Metrics along training (evaluate/along_training.py, DESIGN.md's eval/* keys): the loop on the shipped
+"""Metrics along training (train/probe.py, DESIGN.md's eval/* keys): the loop on the shipped
 ToyWorld teacher logs FD-T, CLIP score and oracle accuracy at iteration 0, every train.eval_every and at
 the end (dvclive, along_training.jsonl, summary.json), and `python -m evaluate.checkpoints` scores the
 saved checkpoints to exactly the loop's values."""
@@ -86,7 +86,7 @@ def test_cached_reference_is_reused_only_for_the_same_teacher(toy_run, tmp_path)
     import numpy as np
     import shutil
 
-    from evaluate.along_training import probe_set, reference_record
+    from train.probe import probe_set, reference_record
 
     settings = json.loads((toy_run / "checkpoints" / "step_20" / "state.json").read_text())["settings"]
     probe = probe_set(settings, [])
@@ -102,7 +102,7 @@ def test_cached_reference_is_reused_only_for_the_same_teacher(toy_run, tmp_path)
 
 
 def test_a_curve_of_another_probe_is_moved_aside_not_mixed(tmp_path):
-    from evaluate.along_training import append_point, keep_points_until, read_curve
+    from train.probe import append_point, keep_points_until, read_curve
 
     path = tmp_path / "along_training.jsonl"
     for step in (0, 100, 200):

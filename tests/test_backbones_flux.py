@@ -8,7 +8,7 @@ from backbones import load_backbone
 from backbones.base import BackboneError
 from backbones.flux import (FluxBackbone, flux_anchor_sigmas, guidance_free_copy, has_guidance_embedding,
                             latent_image_ids, pack_latents, unpack_latents)
-from tests.tiny_models import RESOLUTION, TimestepRecorder, flux_components
+from backbones.tiny import RESOLUTION, TimestepRecorder, flux_components
 
 PROMPTS = ["a photo of a red circle", "two blue squares"]
 # 4096 packed tokens (FLUX at 1024^2) with the tiny VAE's factor 2: 256 px -> 128^2 latents -> 64^2 tokens

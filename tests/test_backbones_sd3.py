@@ -7,7 +7,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, St
 from backbones import load_backbone
 from backbones.base import BackboneError
 from backbones.sd3 import SD3Backbone, pipeline_sigmas_for_anchors
-from tests.tiny_models import RESOLUTION, TimestepRecorder, sd3_components
+from backbones.tiny import RESOLUTION, TimestepRecorder, sd3_components
 
 PROMPTS = ["a photo of a red circle", "two blue squares"]
 

@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler, LCMScheduler, StableDiffusionXLPipeline, UN
 from backbones import load_backbone
 from backbones.base import BackboneError
 from backbones.sdxl import SDXLBackbone
-from tests.tiny_models import RESOLUTION, TimestepRecorder, sdxl_components
+from backbones.tiny import RESOLUTION, TimestepRecorder, sdxl_components
 
 PROMPTS = ["a photo of a red circle", "two blue squares"]
 ANCHORS = [999.0, 749.0, 499.0, 249.0]

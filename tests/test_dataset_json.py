@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.dataset import DatasetError, ImageTextDataset, load_dataset_json
+from protocols.dataset_json import DatasetError, load_dataset_json
+from train.dataset import ImageTextDataset
 
 
 @pytest.fixture

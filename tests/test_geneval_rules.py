@@ -1,6 +1,6 @@
 """GenEval's official rules on hand-made detections (expected answers worked out from
 djghosh13/geneval evaluation/evaluate_images.py)."""
-from benchmarks.geneval.rules import DetectedObject, attribute_reader, evaluate, filter_detections, relative_position
+from protocols.geneval_rules import DetectedObject, attribute_reader, evaluate, filter_detections, relative_position
 
 
 def obj(x1, y1, x2, y2, score=0.95, color="red"):

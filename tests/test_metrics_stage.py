@@ -14,7 +14,7 @@ from evaluate.intervals import load_samples
 from evaluate.generate import main as generate_main
 from evaluate.metrics import main as metrics_main
 from evaluate.sample_folder import SampleFolderError, read_samples
-from evaluate.weights import MissingWeights
+from measures.weights import MissingWeights
 
 SMALL = {"fid_prompts": 12, "diversity_prompts": 2, "diversity_samples": 3, "batch_size": 16, "teacher_steps": 2,
          "student_steps": 2}
@@ -157,7 +157,7 @@ def test_inception_path_matches_clean_fid(tmp_path):
     from cleanfid import fid as cf
     from cleanfid.inception_torchscript import InceptionV3W
 
-    from evaluate.frechet import InceptionFeatures, feature_stats
+    from measures.frechet import InceptionFeatures, feature_stats
 
     torch.manual_seed(0)
     weights = tmp_path / "w" / "inception-2015-12-05.pt"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.weights import MissingWeights
+from measures.weights import MissingWeights
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 
@@ -116,7 +116,7 @@ class _NotATensor:
 def test_weights_files_are_loaded_without_running_pickled_code(tmp_path):
     """Reward checkpoints named in params are read with weights_only=True; a file holding other
     pickled objects is refused with how to convert it (nothing is executed)."""
-    from evaluate.weights import UnsafeWeightsFile, load_tensors
+    from measures.weights import UnsafeWeightsFile, load_tensors
 
     good = tmp_path / "good.pt"
     torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3, "name": "x"}, good)

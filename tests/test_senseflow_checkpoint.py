@@ -9,7 +9,7 @@ from diffusers import SD3Transformer2DModel
 
 import train.senseflow as senseflow
 from backbones.toy import ToyBackbone
-from tests.senseflow_assets import params_state, tiny_settings, toy_assets
+from train.tiny_assets import params_state, tiny_settings, toy_assets
 from train.checkpoint import list_checkpoints, load_optimizer, load_run_checkpoint, save_optimizer
 from train.run_folder import SettingsChangedError
 from train.sharding import unwrap

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.senseflow_assets import toy_assets
+from train.tiny_assets import toy_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 

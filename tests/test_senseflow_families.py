@@ -3,7 +3,7 @@ family's released preset (resolution, precision and paths overridden for the tin
 import pytest
 import torch
 
-from tests.senseflow_assets import family_teacher, make_clip, make_dataset, make_dinov2, params_state
+from train.tiny_assets import family_teacher, make_clip, make_dataset, make_dinov2, params_state
 from train.batches import batch_indices
 from train.settings import resolve
 from train.senseflow import build_run, train_step

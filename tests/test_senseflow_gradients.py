@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.senseflow_assets import all_family_assets
+from train.tiny_assets import all_family_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 ITERATIONS, TTUR = 4, 2

@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from tests.senseflow_assets import params_state, tiny_settings, toy_assets
+from train.tiny_assets import params_state, tiny_settings, toy_assets
 from train.batches import batch_indices
 from train.generator_input import backward_simulation, forward_diffusion, generator_input
 from train.senseflow import build_run, main, train_step

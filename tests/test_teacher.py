@@ -8,7 +8,7 @@ from backbones.toy import ToyBackbone
 from toyworld.dataset import write_toy_dataset
 from toyworld.grammar import TASKS
 from train import teacher
-from train.dataset import DatasetError
+from protocols.dataset_json import DatasetError
 
 TINY = {"layers": 1, "heads": 2, "head_dim": 8, "text_width": 16, "text_layers": 1, "batch_size": 4,
         "warmup": 100, "threads": 1}

@@ -11,7 +11,7 @@ from toyworld.oracle import detect
 from toyworld.oracle_validation import garbage_survives, perturb, validate
 from toyworld.render import render
 from toyworld.world import COLORS, SHAPES, TEXTURES, PromptSpec
-from train.dataset import load_dataset_json
+from protocols.dataset_json import load_dataset_json
 
 
 def test_vocabulary_sizes_meet_the_spec():

@@ -3,7 +3,7 @@ each tested by the files it writes after a short run on the tiny toy teacher."""
 import pytest
 import torch
 
-from tests.senseflow_assets import tiny_settings, toy_assets
+from train.tiny_assets import tiny_settings, toy_assets
 from train.senseflow import train
 
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from toyworld.grammar import sample_scene, sample_spec
 from toyworld.render import render
-from train.dataset import write_dataset_json
+from protocols.dataset_json import write_dataset_json
 
 
 def write_toy_dataset(out_dir: str | Path, size: int, seed: int, task_weights: dict[str, float],

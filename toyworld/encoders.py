@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import CLIPConfig, Dinov2Config, PreTrainedTokenizerFast, T5Config
+from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, Dinov2Config, PreTrainedTokenizerFast, T5Config
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from toyworld.grammar import TASKS, prompt_set
 from toyworld.world import RESOLUTION
@@ -72,3 +73,15 @@ def clip_config(vocab_size: int, width: int = 128, layers: int = 3, heads: int =
 def dinov2_config(width: int = 128, layers: int = 4, heads: int = 4) -> Dinov2Config:
     return Dinov2Config(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=2,
                         image_size=RESOLUTION, patch_size=4, num_channels=3)
+
+
+def clip_image_processor() -> CLIPImageProcessor:
+    return CLIPImageProcessor(do_resize=False, do_center_crop=False, size={"shortest_edge": RESOLUTION},
+                              crop_size={"height": RESOLUTION, "width": RESOLUTION},
+                              image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD))
+
+
+def dinov2_image_processor() -> BitImageProcessor:
+    return BitImageProcessor(do_resize=False, do_center_crop=False, size={"shortest_edge": RESOLUTION},
+                             crop_size={"height": RESOLUTION, "width": RESOLUTION},
+                             image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from benchmarks.geneval.rules import DetectedObject, attribute_reader, evaluate, filter_detections
+from protocols.geneval_rules import DetectedObject, attribute_reader, evaluate, filter_detections
 from toyworld.oracle import Detection, detect
 from toyworld.world import PromptSpec
 

@@ -11,7 +11,7 @@ time of a variant is the median over rounds. Overhead = time(with) / time(base) 
 
 Families: toy uses the params' teacher/encoders when they exist (otherwise random stand-ins of the
 same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
-tests/tiny_models.py and are skipped, with the reason printed, when those cannot be built.
+backbones/tiny.py and are skipped, with the reason printed, when those cannot be built.
 Top-level `isg_overhead` / `ida_overhead` are the toy family's (the embedded default experiment).
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def random_dataset(root: Path, size: int, n: int = 64) -> Path:
     import numpy as np
     from PIL import Image
 
-    from train.dataset import write_dataset_json
+    from protocols.dataset_json import write_dataset_json
 
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[s
     from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
     from transformers import CLIPModel, Dinov2Model
 
-    from tests.tiny_models import flux_components, sd3_components, sdxl_components
+    from backbones.tiny import flux_components, sd3_components, sdxl_components
     from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
 
     pipe, components = {"sd3": (StableDiffusion3Pipeline, sd3_components), "flux": (FluxPipeline, flux_components),
@@ -112,7 +112,7 @@ def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[s
                 "clip": str(root / "clip"), "vfm_backbone": str(root / "dinov2"),
                 "dataset": str(random_dataset(root / "data", 32, 16)), "resolution": 32, "batch_size": 2,
                 "precision": "fp32", "vfm_downsample": 1, "threads": train.get("threads") or 0, **common}
-    return resolve(explicit), ["tiny random config (tests/tiny_models.py)"]
+    return resolve(explicit), ["tiny random config (backbones/tiny.py)"]
 
 
 def _batch(run, step):

@@ -2,7 +2,7 @@
 
     python -m train.gpu_check                  # -> results/bench/gpu.json
 
-1. Each tiny family (toy, sd3, flux, sdxl; tests/tiny_models.py) trains a few iterations under
+1. Each tiny family (toy, sd3, flux, sdxl; backbones/tiny.py) trains a few iterations under
    FSDP2 + bf16 (teacher and T5 sharded) on all visible GPUs (torchrun), every component on;
    records s/iter, peak memory per GPU, and whether every optimizer step had every parameter's
    gradient (the loop's `params_without_grad_*`); FLUX once more with train.cpu_offload (CUDA only).
@@ -50,7 +50,7 @@ def _require_gpu() -> int:
 def _worker(work: Path) -> None:
     """One torchrun process of part 1: every tiny family under FSDP2 + bf16."""
     import train.senseflow as senseflow
-    from tests.senseflow_assets import tiny_family_settings
+    from train.tiny_assets import tiny_family_settings
 
     assets = json.loads((work / "assets.json").read_text())
     results = {}
@@ -80,7 +80,7 @@ def _worker(work: Path) -> None:
 
 
 def tiny_families(gpus: int) -> dict:
-    from tests.senseflow_assets import all_family_assets
+    from train.tiny_assets import all_family_assets
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -98,7 +98,7 @@ def _sd35_medium_teacher(path: Path) -> None:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
-    from tests.tiny_models import clip_text_config, clip_tokenizer, t5_encoder, t5_tokenizer
+    from backbones.tiny import clip_text_config, clip_tokenizer, t5_encoder, t5_tokenizer
     from train.plan import _config
 
     torch.manual_seed(0)

@@ -39,7 +39,7 @@ Params: train/settings.py (defaults < configs/families/<preset>.yaml < params.ya
 Outputs in --out: checkpoints/step_<N>/ (train/checkpoint.py), student/ (final generator, or its
 EMA when train.ema > 0, as a diffusers folder), dvclive/ and samples/ (train/tracking.py),
 along_training.jsonl and along_training/ (metrics along training, train.eval_every:
-evaluate/along_training.py), alarms.jsonl, summary.json (copied to --results when given). An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
+train/probe.py), alarms.jsonl, summary.json (copied to --results when given). An existing checkpoint is resumed automatically (bit-for-bit with the same world size) when it was
 written with the same settings (train/run_folder.py lists the keys that may differ); a run of other
 settings is never deleted: the start refuses, or (--fresh, --on-change supersede) moves it aside.
 """
@@ -77,7 +77,8 @@ from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_ru
 from configs.paths import readable_folder, supersede, supersede_entries, writable_folder
 from train.run_folder import StartPlan, plan_start
 from train.clip_text import ClipTextEncoder
-from train.dataset import DatasetRecords, ImageTextDataset, load_dataset_json
+from protocols.dataset_json import DatasetRecords, load_dataset_json
+from train.dataset import ImageTextDataset
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
 from train.generator_input import generator_input
 from train.ida import ida_update
@@ -115,9 +116,9 @@ class Run:
     rngs: dict[str, torch.Generator]  # "decisions": same on all ranks; "noise": per rank
     fake_losses: RollingStd
     last_checkpoint: Path | None = None
-    probe: object | None = None      # metrics along training: evaluate.along_training.ProbeSet (every rank)
+    probe: object | None = None      # metrics along training: train.probe.ProbeSet (every rank)
     probe_scorer: object | None = None  # its TrainingProbe (main process only)
-    probe_key: str = ""                 # evaluate.along_training.probe_key: the curve's points must share it
+    probe_key: str = ""                 # train.probe.probe_key: the curve's points must share it
     base_lrs: dict[str, float] = field(default_factory=dict)
     warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
     audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
@@ -531,11 +532,11 @@ def sample_images(run: Run, count: int) -> torch.Tensor:
     return bb.decode(x0)
 
 
-# ---- metrics along training (evaluate/along_training.py): fixed prompts and noise, every eval_every -----
+# ---- metrics along training (train/probe.py): fixed prompts and noise, every eval_every -----
 def probe_images(run: Run, net: nn.Module, steps: int, sampler: str, guidance: float) -> np.ndarray:
-    """The probe prompts sampled by `net` with the probe's fixed noise (evaluate.along_training.sample_probe),
+    """The probe prompts sampled by `net` with the probe's fixed noise (train.probe.sample_probe),
     under the run's precision policy. Every rank runs it (sharded nets need all ranks) on the whole set."""
-    from evaluate.along_training import sample_probe
+    from train.probe import sample_probe
 
     s = run.settings
     return sample_probe(run.backbone, net, run.probe, resolution=s["resolution"], steps=steps, sampler=sampler,
@@ -550,7 +551,7 @@ def start_probe(run: Run, start: int) -> None:
     if not s["eval_every"]:
         return
     # the evaluation layer's probe (CLIP / Inception features, the ToyWorld oracle)
-    from evaluate.along_training import (TrainingProbe, cached_reference, keep_points_until, probe_key, probe_set, reference_record,
+    from train.probe import (TrainingProbe, cached_reference, keep_points_until, probe_key, probe_set, reference_record,
                                          teacher_guidance)
 
     run.probe = probe_set(s, run.data.records.prompts)
@@ -580,7 +581,7 @@ def start_probe(run: Run, start: int) -> None:
 def evaluate_probe(run: Run, step: int) -> dict[str, float]:
     """Sample the probe with the student (its EMA when kept) on every rank; score, log to the trackers and
     append to `<out>/along_training.jsonl` on the main process."""
-    from evaluate.along_training import append_point
+    from train.probe import append_point
 
     s, acc = run.settings, run.accelerator
     net = run.ema if run.ema is not None else unwrap(run.generator)
@@ -679,7 +680,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
     out = writable_folder(out, "the run folder", "--out")  # before any work: nothing is loaded or written yet
     check_inputs(settings)
     if settings["eval_every"]:  # the metrics along training (start_probe): their inputs too, before any model loads
-        from evaluate.along_training import check_probe_inputs
+        from train.probe import check_probe_inputs
 
         check_probe_inputs(settings)
     acc = make_accelerator(settings, out)

@@ -30,7 +30,8 @@ from configs.paths import writable_folder
 from configs.params import section
 from configs.schema import SCHEMA
 from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_optimizer
-from train.dataset import ImageTextDataset, load_dataset_json
+from protocols.dataset_json import load_dataset_json
+from train.dataset import ImageTextDataset
 from toyworld.world import RESOLUTION
 
 DEFAULTS = SCHEMA["teacher"].plain_defaults()  # keys, defaults and rules: configs/schema.py

@@ -17,28 +17,14 @@ from tqdm import tqdm
 
 from backbones.base import Backbone
 from configs.schema import SCHEMA
-from evaluate.images import save_grid, to_uint8
+from protocols.images import save_grid, to_uint8
 from toyworld.grading import grade
-from toyworld.grammar import GENEVAL_TASKS, split
-from toyworld.world import PromptSpec, RESOLUTION
+from toyworld.eval_prompts import eval_prompts
+from toyworld.grammar import GENEVAL_TASKS
+from toyworld.world import RESOLUTION
 
 EVAL_DEFAULTS = SCHEMA["teacher"].defaults["eval"].plain_defaults()  # configs/schema.py
 TARGETS = {"overall": 0.85, "position": 0.6}
-
-
-def eval_prompts(prompts_per_task: int, seed: int) -> list[tuple[PromptSpec, bool]]:
-    """(spec, held_out) pairs, per task half held-out where possible, deterministic."""
-    rng = np.random.default_rng(seed)
-    out: list[tuple[PromptSpec, bool]] = []
-    for task in GENEVAL_TASKS:
-        held, seen = split(task, True), split(task, False)
-        n_held = min(len(held), prompts_per_task // 2)
-        pick_held = [held[i] for i in rng.permutation(len(held))[:n_held]]
-        n_seen = prompts_per_task - n_held
-        order = rng.permutation(len(seen))
-        pick_seen = [seen[order[i % len(seen)]] for i in range(n_seen)]  # small tasks repeat prompts
-        out += [(s, True) for s in pick_held] + [(s, False) for s in pick_seen]
-    return out
 
 
 @torch.no_grad()

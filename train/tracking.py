@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.images import save_grid, to_uint8
+from protocols.images import save_grid, to_uint8
 
 
 class RollingStd:

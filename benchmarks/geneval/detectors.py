@@ -1,4 +1,4 @@
-"""Detectors behind GenEval's rules (benchmarks/geneval/rules.py): per image, candidate objects by
+"""Detectors behind GenEval's rules (protocols/geneval_rules.py): per image, candidate objects by
 class name, plus a colour classifier for the `colors` / `color_attr` checks.
 
 - `OracleDetector` (ToyWorld edition): the ToyWorld oracle's detections (class = shape) with their
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.geneval.rules import DetectedObject, attribute_reader
+from protocols.geneval_rules import DetectedObject, attribute_reader
 from configs.cli import UserError
-from evaluate.clip_score import projected
+from measures.clip_score import projected
 from toyworld.grading import oracle_candidates
 from toyworld.oracle import detect
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from configs.cli import UserError
 from configs.paths import text_lines
-from train.teacher_eval import eval_prompts
+from toyworld.eval_prompts import eval_prompts
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 OFFICIAL_METADATA = PROMPT_DIR / "evaluation_metadata.jsonl"

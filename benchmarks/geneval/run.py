@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, read_metadata, toy_metadata, validate
-from benchmarks.geneval.rules import evaluate, filter_detections
+from protocols.geneval_rules import evaluate, filter_detections
 from benchmarks.geneval.summary import summarize
 from configs.schema import SCHEMA
 from evaluate.sampling import render_missing, reset_folder

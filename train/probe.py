@@ -31,9 +31,9 @@ import torch
 
 from configs.params import ParamsError
 from configs.paths import readable_file, readable_folder, text_lines
-from evaluate.clip_score import ClipScorer
-from evaluate.frechet import INCEPTION_FILE, InceptionFeatures, fd
-from evaluate.images import to_uint8
+from measures.clip_score import ClipScorer
+from measures.frechet import INCEPTION_FILE, InceptionFeatures, fd
+from protocols.images import to_uint8
 from toyworld.grading import grade
 from toyworld.grammar import GENEVAL_TASKS
 from toyworld.world import PromptSpec
@@ -59,7 +59,7 @@ def probe_set(settings: dict, dataset_prompts: list[str]) -> ProbeSet:
     `eval_prompts` lines of `train.eval_prompt_file`, or prompts spread evenly over the dataset."""
     n, seed = int(settings["eval_prompts"]), int(settings["eval_seed"])
     if settings["family"] == "toy":
-        from train.teacher_eval import eval_prompts
+        from toyworld.eval_prompts import eval_prompts
 
         per_task = max(1, math.ceil(n / len(GENEVAL_TASKS)))
         specs = [spec for spec, _ in eval_prompts(per_task, seed)]

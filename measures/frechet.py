@@ -9,7 +9,7 @@
   it: the same Inception features on a 299x299 crop at native resolution (no resize), here the
   centre crop; images smaller than 299 px have no such crop and the metric is skipped.
 - `fd_t_toyworld`: a Fréchet distance (clean-fid's formula) in the ToyWorld feature space: the toy
-  CLIP's projected image features (`models.toy_clip`; `evaluate.clip_score.ClipScorer` is the extractor). `fd_t_dinov2`: the same with DINOv2's CLS
+  CLIP's projected image features (`models.toy_clip`; `measures.clip_score.ClipScorer` is the extractor). `fd_t_dinov2`: the same with DINOv2's CLS
   token (`models.dinov2`, a transformers Dinov2Model folder). Neither is FID; names keep them apart.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from cleanfid.fid import frechet_distance
 from cleanfid.resize import build_resizer
 
-from evaluate.weights import model_path
+from measures.weights import model_path
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SOURCE = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"

@@ -1,6 +1,6 @@
 """Tiny random assets for the SenseFlow loop tests: a toy teacher folder, a CLIP folder with the
 toy tokenizer, a DINOv2 folder, a dataset JSON of a few 32x32 images, and teacher folders of the
-tiny sd3/flux/sdxl configs (tests/tiny_models.py). Nothing is downloaded."""
+tiny sd3/flux/sdxl configs (backbones/tiny.py). Nothing is downloaded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +12,8 @@ from transformers import CLIPModel, Dinov2Model
 
 from backbones.toy import ToyBackbone
 from toyworld.encoders import build_tokenizer, clip_config, dinov2_config
-from toyworld.train_encoders import clip_image_processor
-from train.dataset import write_dataset_json
+from toyworld.encoders import clip_image_processor
+from protocols.dataset_json import write_dataset_json
 from train.settings import resolve
 
 PROMPTS = ["a photo of a red circle", "two blue squares", "a green triangle left of a white circle",
@@ -65,7 +65,7 @@ def family_teacher(family: str, path: Path) -> Path:
     """A tiny sd3/flux/sdxl teacher folder in the real diffusers pipeline layout."""
     from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
 
-    from tests.tiny_models import flux_components, sd3_components, sdxl_components
+    from backbones.tiny import flux_components, sd3_components, sdxl_components
 
     pipes = {"sd3": (StableDiffusion3Pipeline, sd3_components), "flux": (FluxPipeline, flux_components),
              "sdxl": (StableDiffusionXLPipeline, sdxl_components)}
