@@ -1,6 +1,14 @@
 """The ToyWorld family: SD3's transformer class and SD3's flow-matching schedule, in pixel
 space (a tiny VAE cost the oracle most of its accuracy in a prototype, so latents = pixels in
-[-1, 1]), with a small T5 encoder over a word-level tokenizer.
+[-1, 1]), with a small text encoder over a word-level tokenizer, trained jointly with it:
+
+- `clip`: a causal `CLIPTextModel` with absolute position embeddings; the pooled vector is its
+  end-of-text token (CLIP's pooler output), which has read the whole prompt in order;
+- `t5`: a bidirectional `T5EncoderModel` (relative positions only); the pooled vector is the masked
+  mean of its token states, which is nearly a bag of words (the first shipped teacher: it swapped the
+  colours and the places of two objects about half the time).
+
+The kind is read back from `text_encoder/config.json` (its `model_type`).
 
 Teacher folder layout (diffusers-style):
     transformer/   SD3Transformer2DModel (config.json + diffusion_pytorch_model.safetensors)
@@ -17,14 +25,15 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import nn
-from transformers import T5EncoderModel
+from transformers import CLIPTextModel, T5EncoderModel
 
 from backbones.base import Backbone, Conditioning, require_folder
 from backbones.sd3 import SD3FlowSchedule
-from toyworld.encoders import build_tokenizer, load_tokenizer, text_encoder_config, tokenize
+from toyworld.encoders import build_tokenizer, load_tokenizer, teacher_clip_text_config, text_encoder_config, tokenize
 from toyworld.world import RESOLUTION
 
 DEFAULT_SHIFT = 3.0
+TEXT_ENCODERS = ("clip", "t5")
 
 
 def transformer_config(layers: int = 4, heads: int = 4, head_dim: int = 32, text_dim: int = 128,
@@ -41,7 +50,7 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
     denoiser_subfolder = "transformer"
     resolution = (RESOLUTION, RESOLUTION)
 
-    def __init__(self, denoiser: SD3Transformer2DModel, text_encoder: T5EncoderModel, tokenizer,
+    def __init__(self, denoiser: SD3Transformer2DModel, text_encoder: CLIPTextModel | T5EncoderModel, tokenizer,
                  shift: float = DEFAULT_SHIFT, device="cpu", dtype=torch.float32):
         super().__init__(denoiser, device, dtype)
         self.text_encoder = text_encoder
@@ -52,11 +61,17 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def new(cls, layers=4, heads=4, head_dim=32, text_width=128, text_layers=2, shift=DEFAULT_SHIFT, seed=0,
-            device="cpu") -> "ToyBackbone":
-        """A freshly initialised teacher (for pretraining on ToyWorld)."""
+            device="cpu", text_encoder: str = "t5") -> "ToyBackbone":
+        """A freshly initialised teacher (for pretraining on ToyWorld); `text_encoder` is one of
+        TEXT_ENCODERS (module docstring)."""
+        if text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"unknown toy text encoder {text_encoder!r}; use one of {TEXT_ENCODERS}")
         torch.manual_seed(seed)
         tokenizer = build_tokenizer()
-        text = T5EncoderModel(text_encoder_config(len(tokenizer), width=text_width, layers=text_layers))
+        if text_encoder == "clip":
+            text = CLIPTextModel(teacher_clip_text_config(len(tokenizer), width=text_width, layers=text_layers))
+        else:
+            text = T5EncoderModel(text_encoder_config(len(tokenizer), width=text_width, layers=text_layers))
         net = SD3Transformer2DModel(**transformer_config(layers, heads, head_dim, text_width))
         return cls(net.to(device), text.to(device), tokenizer, shift, device)
 
@@ -68,7 +83,9 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
         if sched.exists():
             shift = float(json.loads(sched.read_text()).get("shift", DEFAULT_SHIFT))
         net = SD3Transformer2DModel.from_pretrained(path / "transformer", torch_dtype=dtype).to(device).eval()
-        text = T5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype).to(device).eval()
+        kind = json.loads((path / "text_encoder" / "config.json").read_text()).get("model_type")
+        text_class = CLIPTextModel if kind == "clip_text_model" else T5EncoderModel
+        text = text_class.from_pretrained(path / "text_encoder", torch_dtype=dtype).to(device).eval()
         return cls(net, text, load_tokenizer(path / "tokenizer"), shift, device, dtype)
 
     def load_denoiser(self, path) -> nn.Module:
@@ -88,12 +105,16 @@ class ToyBackbone(SD3FlowSchedule, Backbone):
 
     # ---- text -----------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """Token features (B, 16, width) and their masked mean as the pooled vector (B, width).
-        Gradients flow (the teacher trains its text encoder jointly); wrap in no_grad when frozen."""
+        """Token features (B, 16, width) and the pooled vector (B, width): CLIP's end-of-text token, or
+        T5's masked mean. Gradients flow (the teacher trains its text encoder jointly); wrap in
+        no_grad when frozen."""
         toks = tokenize(self.tokenizer, list(prompts))
         ids = toks["input_ids"].to(self.device)
         mask = toks["attention_mask"].to(self.device)
-        hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = self.text_encoder(input_ids=ids, attention_mask=mask)
+        hidden = out.last_hidden_state
+        if isinstance(self.text_encoder, CLIPTextModel):
+            return Conditioning(hidden, out.pooler_output)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
         return Conditioning(hidden, pooled)

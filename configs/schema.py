@@ -271,6 +271,7 @@ TEACHER = Section({
     "head_dim": 32,
     "text_width": 128,
     "text_layers": 2,
+    "text_encoder": "t5",       # clip: causal, absolute positions, end-of-text pooled; t5: bidirectional, mean pooled
     "shift": 3.0,
     "batch_size": 32,
     "steps": 12000,
@@ -284,7 +285,7 @@ TEACHER = Section({
     "checkpoint_every": 500,
     "eval": TEACHER_EVAL,
 }, {"seed": non_negative, "layers": positive, "heads": positive, "head_dim": positive, "text_width": positive,
-    "text_layers": positive, "shift": number(0.0, lo_open=True), "batch_size": positive, "steps": positive,
+    "text_layers": positive, "text_encoder": one_of("clip", "t5"), "shift": number(0.0, lo_open=True), "batch_size": positive, "steps": positive,
     "lr": number(0.0, lo_open=True), "warmup": non_negative, "weight_decay": number(0.0), "ema": number(0.0, 1.0, hi_open=True),
     "cfg_dropout": number(0.0, 1.0), "grad_clip": number(0.0), "threads": non_negative, "checkpoint_every": positive})
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, Dinov2Config, PreTrainedTokenizerFast, T5Config
+from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPTextConfig, Dinov2Config, PreTrainedTokenizerFast, T5Config
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from toyworld.grammar import TASKS, prompt_set
@@ -59,6 +59,14 @@ def text_encoder_config(vocab_size: int, width: int = 128, layers: int = 2, head
                     num_heads=heads, relative_attention_num_buckets=16, relative_attention_max_distance=32,
                     dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
                     use_cache=False, pad_token_id=0, eos_token_id=1)
+
+
+def teacher_clip_text_config(vocab_size: int, width: int = 128, layers: int = 2, heads: int = 4) -> CLIPTextConfig:
+    """The toy teacher's causal text encoder (trained jointly with it): CLIP's text tower with absolute
+    positions over MAX_TOKENS; its pooled output is the first end-of-text token (`eos_token_id`)."""
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                          num_attention_heads=heads, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=1,
+                          eos_token_id=1, projection_dim=width)
 
 
 def clip_config(vocab_size: int, width: int = 128, layers: int = 3, heads: int = 4, projection_dim: int = 128) -> CLIPConfig:

@@ -89,7 +89,8 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     data = ImageTextDataset(records, RESOLUTION, in_memory=True)
     images, prompts = data.images, records.prompts
 
-    bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"], p["seed"])
+    bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"], p["seed"],
+                         text_encoder=p["text_encoder"])
     ema = copy.deepcopy(bb)
     for m in _modules(ema).values():
         m.requires_grad_(False)
