@@ -1,13 +1,20 @@
 """Per-iteration cost of ISG and IDA (paper Tab. 3), measured interleaved in one process.
 
     python -m train.bench_overhead [--params params.yaml] [--families toy,sd3,flux,sdxl]
-                                   [--rounds 3] [--cycles 2] [--out results/bench/overhead.json]
+                                   [--min-rounds 5] [--max-rounds 60] [--width 0.02] [--cycles 2]
+                                   [--out results/bench/overhead.json]
 
 For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
 the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
 After one warm-up TTUR cycle each, the variants take turns (order rotated every round) running
-`cycles` TTUR cycles (ttur iterations, i.e. the same number of generator turns each); the per-iteration
-time of a variant is the median over rounds. Overhead = time(with) / time(base) - 1 (DESIGN.md).
+`cycles` TTUR cycles; every iteration is timed on its own.
+
+ISG and IDA act only on generator turns (one iteration in `ttur`), so a round gives two paired
+overheads per component: on the generator turns, where it runs (mean turn time with / without - 1),
+and per iteration (mean iteration time with / without - 1, DESIGN.md's `isg_overhead` /
+`ida_overhead`). Each is the mean over rounds with a Student-t 95 % interval across rounds; rounds
+continue (from `min_rounds` up to `max_rounds`) until every interval is narrower than `width`
+(2 points by default). `converged` says whether they got there.
 
 Families: toy uses the params' teacher/encoders when they exist (otherwise random stand-ins of the
 same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -121,40 +129,78 @@ def _batch(run, step):
     return torch.stack([run.data[i][0] for i in idx]), [run.data[i][1] for i in idx]
 
 
-def measure_family(settings: dict, rounds: int, cycles: int, root: Path) -> dict:
+def t_interval(values: list[float], level: float = 0.95) -> dict:
+    """Mean and Student-t interval of the mean across rounds."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)) if n > 1 else math.inf
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "width": 2 * half, "rounds": n}
+
+
+def measure_family(settings: dict, cycles: int, root: Path, min_rounds: int = 5, max_rounds: int = 60,
+                   width: float = 0.02) -> dict:
     runs = {name: build_run({**settings, **change}, root / f"run_{name}") for name, change in VARIANTS.items()}
     ttur = settings["ttur"]
     steps = {name: 0 for name in runs}
 
     def block(name, n):
+        """Per-iteration seconds of n iterations, and which of them were generator turns."""
         run, start = runs[name], steps[name]
         batches = [_batch(run, start + i) for i in range(n)]
-        t0 = time.perf_counter()
+        times, turns = [], []
         for i, b in enumerate(batches):
+            t0 = time.perf_counter()
             train_step(run, start + i, *b)
+            times.append(time.perf_counter() - t0)
+            turns.append((start + i) % ttur == 0)
         steps[name] += n
-        return (time.perf_counter() - t0) / n
+        return times, turns
 
     for name in runs:
         block(name, ttur)  # warm-up: one TTUR cycle (allocator, lazy inits)
-    times = {name: [] for name in runs}
+    rounds: dict[str, list[dict]] = {name: [] for name in runs}
     order = list(runs)
-    for r in range(rounds):
+    over: dict[str, list[float]] = {f"{c}_{kind}": [] for c in ("isg", "ida") for kind in ("iteration", "generator_turn")}
+    summary: dict = {}
+    r = 0
+    while r < max_rounds:
         for name in order[r % len(order):] + order[:r % len(order)]:
-            times[name].append(block(name, cycles * ttur))
-    s_per_iter = {name: statistics.median(v) for name, v in times.items()}
-    return {"s_per_iter": s_per_iter, "rounds_s_per_iter": times,
-            "isg_overhead": s_per_iter["isg"] / s_per_iter["base"] - 1,
-            "ida_overhead": s_per_iter["ida"] / s_per_iter["base"] - 1,
-            "ttur": ttur, "iterations_per_round": cycles * ttur, "rounds": rounds,
+            times, turns = block(name, cycles * ttur)
+            rounds[name].append({"iteration": statistics.fmean(times),
+                                 "generator_turn": statistics.fmean(t for t, g in zip(times, turns) if g)})
+        for c in ("isg", "ida"):
+            for kind in ("iteration", "generator_turn"):
+                over[f"{c}_{kind}"].append(rounds[c][r][kind] / rounds["base"][r][kind] - 1)
+        r += 1
+        summary = {k: t_interval(v) for k, v in over.items()}
+        if r >= min_rounds and all(s["width"] < width for s in summary.values()):
+            break
+    s_per_iter = {name: statistics.median(x["iteration"] for x in v) for name, v in rounds.items()}
+    return {"s_per_iter": s_per_iter,
+            "s_per_generator_turn": {name: statistics.median(x["generator_turn"] for x in v) for name, v in rounds.items()},
+            "isg_overhead": summary["isg_iteration"]["mean"], "ida_overhead": summary["ida_iteration"]["mean"],
+            "isg_overhead_interval": summary["isg_iteration"], "ida_overhead_interval": summary["ida_iteration"],
+            "isg_overhead_generator_turn": summary["isg_generator_turn"],
+            "ida_overhead_generator_turn": summary["ida_generator_turn"],
+            "converged": all(s["width"] < width for s in summary.values()), "target_width": width,
+            "rounds_s_per_iter": {name: [x["iteration"] for x in v] for name, v in rounds.items()},
+            "ttur": ttur, "iterations_per_round": cycles * ttur, "rounds": r,
             "batch_size": settings["batch_size"], "preset": settings["preset"]}
+
+
+def _fmt(iv: dict) -> str:
+    return f"{iv['mean']:+.2%} [{iv['lo']:+.2%}, {iv['hi']:+.2%}]"
 
 
 def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--families", default="toy,sd3,flux,sdxl")
-    ap.add_argument("--rounds", type=count(1), default=3)
+    ap.add_argument("--min-rounds", type=count(2), default=5)
+    ap.add_argument("--max-rounds", type=count(2), default=60)
+    ap.add_argument("--width", type=float, default=0.02, help="stop when every 95%% interval is narrower than this")
     ap.add_argument("--cycles", type=count(1), default=2, help="TTUR cycles per variant per round")
     ap.add_argument("--out", default="results/bench/overhead.json")
     args = ap.parse_args(argv)
@@ -165,7 +211,9 @@ def main(argv=None) -> dict:
     if unknown:
         ap.error(f"unknown families {unknown}; choose from toy, {', '.join(TINY_PRESETS)}")
     result = {"families": {}, "skipped": {}, "torch_threads": torch.get_num_threads(),
-              "method": "interleaved rounds, median s/iter; overhead = with / without - 1"}
+              "method": "interleaved rounds, every iteration timed; overhead = mean time with / without - 1 per "
+                        "round (per iteration, and on generator turns, where ISG and IDA run), mean and Student-t "
+                        "95 % interval across rounds"}
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         for family in families:
             root = Path(tmp) / family
@@ -177,11 +225,14 @@ def main(argv=None) -> dict:
                 print(f"bench_overhead: skipping {family}: {result['skipped'][family]}")
                 continue
             print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
-            res = measure_family(settings, args.rounds, args.cycles, root)
+            res = measure_family(settings, args.cycles, root, args.min_rounds, max(args.min_rounds, args.max_rounds),
+                                 args.width)
             res["assets"] = notes
             result["families"][family] = res
             print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "
-                  f"ISG {res['isg_overhead']:+.2%}  IDA {res['ida_overhead']:+.2%}")
+                  f"ISG {_fmt(res['isg_overhead_interval'])} per iteration, {_fmt(res['isg_overhead_generator_turn'])} "
+                  f"per generator turn; IDA {_fmt(res['ida_overhead_interval'])}, {_fmt(res['ida_overhead_generator_turn'])}"
+                  f" ({res['rounds']} rounds{'' if res['converged'] else ', intervals not yet narrower than the target'})")
     reference = "toy" if "toy" in result["families"] else next(iter(result["families"]), None)
     if reference is not None:
         result["reference_family"] = reference
