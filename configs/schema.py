@@ -336,7 +336,6 @@ TRAIN = Section({
     "batch_size": 8,                 # per process
     "threads": 0,                    # torch CPU threads per process (0: torch default)
     "num_workers": 0,                # DataLoader workers
-    "text_cache": 0,                 # prompts whose frozen text features are kept (train/prompt_cache.py); 0: off; not under FSDP
     # Algorithm 1
     "ttur": 5,                       # fake-score/discriminator updates per generator update
     "backsim_prob": 0.5,             # P(x_{t_i} by backward simulation) vs forward diffusion of the real image
@@ -415,7 +414,7 @@ TRAIN = Section({
     "teacher": optional(text), "dataset": optional(text),  # real presets leave them to the user (checked at resolve)
     **{k: positive for k in ("resolution", "num_steps", "steps", "batch_size", "ttur", "checkpoint_every",
                              "keep_checkpoints", "log_every", "loss_window", "vfm_downsample")},
-    **{k: non_negative for k in ("seed", "threads", "num_workers", "text_cache", "warmup_steps", "sample_every", "sample_prompts")},
+    **{k: non_negative for k in ("seed", "threads", "num_workers", "warmup_steps", "sample_every", "sample_prompts")},
     "backsim_prob": number(0.0, 1.0), "ida_lambda": number(0.0, 1.0), "ema": number(0.0, 1.0, hi_open=True),
     "dmd_t_sampling": one_of("uniform", "training"), "dmd_t_min": number(0.0, 1.0), "dmd_t_max": number(0.0, 1.0),
     "dmd_t_shift": number(0.0, lo_open=True), "isg_shift": number(0.0, lo_open=True),

@@ -7,9 +7,8 @@ For each family (assets as `train.bench_overhead`: the params' toy teacher/encod
 sd3/flux/sdxl configs of backbones/tiny.py), two runs of the real loop (`train.senseflow.train_step`,
 every component as the family's preset has it, VFM on) are built side by side from the same seed:
 
-- `before`: the loop as it was before the pure-speed changes: every prompt re-encoded by the frozen
-  text encoders at every iteration (`text_cache` 0) and per-tensor AdamW updates;
-- `after`: the loop as it is (`text_cache` from the preset, multi-tensor AdamW).
+- `before`: the loop as it was before the pure-speed changes: per-tensor AdamW updates;
+- `after`: the loop as it is (multi-tensor AdamW: the same numbers in fewer, larger kernels).
 
 1. Same results: both runs train `cycles` TTUR cycles on the same batches first; `same_results` says
    whether every trained weight (generator, fake score, discriminator heads) is bitwise equal.
@@ -17,7 +16,7 @@ every component as the family's preset has it, VFM on) are built side by side fr
    the median over rounds and `speedup` = before / after (both measured in this one process).
 3. Limit: one more block of the `after` run with every network pass timed where it runs (the
    denoiser forwards of generator, teacher and fake score, the discriminator forward and its reference
-   features, text encoders on a cache miss, VAE encode/decode, and every backward). On the CPU a pass
+   features, the text encoders, VAE encode/decode, and every backward). On the CPU a pass
    runs synchronously, so its time in place is its time alone. `limit_ratio` = iteration time / time
    in passes: what the loop spends beyond the passes the algorithm must make (optimizer steps, loss
    arithmetic, Python). `passes` gives each pass's share.
@@ -73,9 +72,9 @@ class PassTimer:
         bb.model_output = timed_output
         for attr, label in (("decode", "vae decode"), ("encode_images", "vae encode")):
             self._wrap(bb, attr, label)
-        run.prompt_features.encode = self._wrapped(run.prompt_features.encode, "text encoders (cache misses)")
-        if run.clip_features is not None:
-            run.clip_features.encode = self._wrapped(run.clip_features.encode, "discriminator CLIP text (cache misses)")
+        self._wrap(bb, "encode_prompts", "text encoders")
+        if run.clip_text is not None:
+            self._wrap(run.clip_text, "forward", "discriminator CLIP text")
         if run.discriminator is not None:
             self._wrap(run.discriminator, "forward", "discriminator forward")
             self._wrap(unwrap(run.discriminator), "reference_features", "discriminator reference features")
@@ -97,7 +96,7 @@ class PassTimer:
 
 
 def measure_family(settings: dict, cycles: int, rounds: int, root: Path) -> dict:
-    before = build_run({**settings, "text_cache": 0}, root / "before")
+    before = build_run(settings, root / "before")
     _per_tensor_adamw(before)
     after = build_run(settings, root / "after")
     runs = {"before": before, "after": after}
@@ -133,8 +132,6 @@ def measure_family(settings: dict, cycles: int, rounds: int, root: Path) -> dict
         "same_results": same, "max_abs_weight_diff": max_diff, "iterations_compared": n,
         "limit_ratio": total / in_passes, "passes_s_per_iter": {k: v / n for k, v in sorted(timer.seconds.items())},
         "passes_calls_per_iter": {k: v / n for k, v in sorted(timer.calls.items())},
-        "text_cache": {"prompts_kept": len(after.prompt_features), "hits": after.prompt_features.hits,
-                       "misses": after.prompt_features.misses},
         "ttur": settings["ttur"], "iterations_per_round": n, "rounds": rounds, "batch_size": settings["batch_size"],
         "preset": settings["preset"], "threads": torch.get_num_threads()}
 

@@ -30,7 +30,7 @@ from train.checkpoint import list_checkpoints
 # settings that do not change the training trajectory: a checkpoint written under other values of
 # these is still a valid point to continue from (e.g. a longer run, other logging cadence, memory options)
 RESUMABLE_ACROSS = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_prompts", "keep_checkpoints",
-                    "threads", "num_workers", "text_cache", "gradient_checkpointing", "shard_teacher", "cpu_offload", "launch",
+                    "threads", "num_workers", "gradient_checkpointing", "shard_teacher", "cpu_offload", "launch",
                     "trackers", "alarm_after", "alarm_diversity_min", "alarm_contrast_min", "alarm_contrast_max",
                     "alarm_fake_loss_cv_max", "alarm_logit_gap_max", "eval_every", "eval_prompts", "eval_prompt_file",
                     "eval_seed", "eval_batch_size", "eval_sampler", "eval_teacher_steps", "eval_teacher_guidance",

@@ -77,7 +77,6 @@ from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_ru
 from configs.paths import readable_folder, supersede, supersede_entries, writable_folder
 from train.run_folder import StartPlan, plan_start
 from train.clip_text import ClipTextEncoder
-from train.prompt_cache import PromptFeatureCache
 from protocols.dataset_json import DatasetRecords, load_dataset_json
 from train.dataset import ImageTextDataset
 from train.dmd import dmd_loss, dmd_targets, fake_score_loss
@@ -120,18 +119,11 @@ class Run:
     probe: object | None = None      # metrics along training: train.probe.ProbeSet (every rank)
     probe_scorer: object | None = None  # its TrainingProbe (main process only)
     probe_key: str = ""                 # train.probe.probe_key: the curve's points must share it
-    prompt_features: PromptFeatureCache | None = None  # the teacher's text conditioning, per prompt (train.text_cache)
-    clip_features: PromptFeatureCache | None = None    # the discriminator's CLIP text features, likewise
     base_lrs: dict[str, float] = field(default_factory=dict)
     warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
     audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
 
     def __post_init__(self):
-        # sharded text encoders (FSDP) run on every rank together: a per-rank cache could leave a collective waiting
-        capacity = 0 if self.settings["fsdp"] else self.settings["text_cache"]
-        self.prompt_features = PromptFeatureCache(self.backbone.encode_prompts, capacity)
-        if self.clip_text is not None:
-            self.clip_features = PromptFeatureCache(self.clip_text, capacity)
         for name, (module, _) in self.optimizers.items():
             unused = self.backbone.unused_parameters(module)
             self.audited[name] = [p for n, p in module.named_parameters() if n not in unused]
@@ -419,7 +411,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
     logs = set_learning_rates(run, step)
     images = images.to(acc.device)
     with torch.no_grad():
-        cond = run.prompt_features(prompts)
+        cond = bb.encode_prompts(prompts)
         x_real = bb.encode_images(images, generator=noise)
 
     # 1. coarse timestep t_i and the generator input x_{t_i}
@@ -436,7 +428,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
     if s["vfm"]:
         disc = unwrap(run.discriminator)
         with torch.no_grad():
-            text = run.clip_features(prompts)
+            text = run.clip_text(prompts)
             reference = disc.reference_features(images)
         time_weight = adversarial_time_weight(bb, inp.t, s["adv_time_weight"]).to(acc.device)
     generated_images = None
