@@ -72,6 +72,18 @@ def test_isg_toggle_controls_the_extra_teacher_and_midpoint_calls(assets, tmp_pa
         assert not any("loss_isg" in log for log in logs)
 
 
+def test_zero_weighted_discriminator_turn_is_logged_not_warned(assets, tmp_path, monkeypatch, capsys):
+    """At the first anchor the alpha^2 time weight is 0 for the whole batch: every discriminator
+    parameter gets a zero gradient by design. That is logged, not warned about as a bug."""
+    import train.senseflow as senseflow
+
+    monkeypatch.setattr(senseflow, "adversarial_time_weight", lambda bb, t, mode: torch.zeros(len(t)))
+    run = build_run(tiny_settings(assets), tmp_path / "zero")
+    logs = train_step(run, 1, *batch(run, 1))
+    assert logs["loss_d_real"] == 0.0 and logs["params_without_grad_discriminator"] == len(run.audited["discriminator"])
+    assert "no usable gradient" not in capsys.readouterr().out
+
+
 def test_vfm_off_builds_no_discriminator_and_loads_nothing(assets, tmp_path):
     settings = tiny_settings(assets, vfm=False, clip=str(tmp_path / "missing_clip"),
                              vfm_backbone=str(tmp_path / "missing_dinov2"))

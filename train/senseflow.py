@@ -352,14 +352,16 @@ def params_without_gradient(run: Run, params: list[torch.Tensor]) -> int:
     return int(((mass == 0) | ~torch.isfinite(mass)).sum())
 
 
-def clip_and_step(run: Run, name: str, step: int) -> dict[str, float]:
+def clip_and_step(run: Run, name: str, step: int, zero_weight: bool = False) -> dict[str, float]:
     """Clip the accumulated gradients of optimizer `name`, step, clear them. Logs the gradient norm
-    before clipping and the number of parameters that got no usable gradient; a non-finite norm
-    stops the run before the step is applied (NonFiniteLossError)."""
+    before clipping and the number of parameters that got no usable gradient (warned about, unless
+    `zero_weight` says the loss was weighted 0 for the whole batch, e.g. the discriminator at the
+    first anchor under the alpha^2 time weight); a non-finite norm stops the run before the step is
+    applied (NonFiniteLossError)."""
     _, opt = run.optimizers[name]
     params = [p for g in opt.param_groups for p in g["params"]]
     missing = params_without_gradient(run, run.audited[name])
-    if missing and missing not in run.warned_missing.setdefault(name, set()):
+    if missing and not zero_weight and missing not in run.warned_missing.setdefault(name, set()):
         run.warned_missing[name].add(missing)
         run.accelerator.print(f"senseflow: warning: {missing} of {len(run.audited[name])} {name} parameters got no "
                               f"usable gradient at iteration {step}")
@@ -485,7 +487,7 @@ def senseflow_iteration(run: Run, step: int, images: torch.Tensor, prompts: list
         loss_d_fake = d_hinge_loss(None, fake_logits, time_weight)
         ensure_finite(run, step, {"loss_d_fake": loss_d_fake})
         acc.backward(loss_d_fake)
-        logs.update(clip_and_step(run, "discriminator", step))
+        logs.update(clip_and_step(run, "discriminator", step, zero_weight=not bool(time_weight.any())))
         logs.update(loss_d_real=float(loss_d_real.detach()), loss_d_fake=float(loss_d_fake.detach()),
                     d_logit_gap=logit_gap(real_logits, fake_logits))
     return logs
