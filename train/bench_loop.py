@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from configs.cli import ArgumentParser, count, run_command
 from configs.paths import writable_file
 from configs.params import load_params
-from train.bench_overhead import TINY_PRESETS, _batch, family_settings
+from train.bench_overhead import _batch, each_family, parse_families
 from train.senseflow import build_run, train_step, unwrap
 
 
@@ -146,29 +145,17 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     params = load_params(args.params)
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = sorted(set(families) - {"toy", *TINY_PRESETS})
-    if unknown:
-        ap.error(f"unknown families {unknown}; choose from toy, {', '.join(TINY_PRESETS)}")
+    families = parse_families(ap, args.families)
     result = {"families": {}, "skipped": {},
               "method": "before/after built side by side from one seed; same_results after the first block; "
                         "interleaved rounds, median s/iter; limit = iteration time / time inside network passes"}
-    with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
-        for family in families:
-            root = Path(tmp) / family
-            root.mkdir()
-            try:
-                settings, notes = family_settings(family, params, root)
-            except Exception as e:  # a family that cannot be built is reported, not fatal
-                result["skipped"][family] = f"{type(e).__name__}: {e}"
-                print(f"bench_loop: skipping {family}: {result['skipped'][family]}")
-                continue
-            res = measure_family(settings, args.cycles, args.rounds, root)
-            res["assets"] = notes
-            result["families"][family] = res
-            print(f"bench_loop: {family}: s/iter before {res['s_per_iter']['before']:.4f} after "
-                  f"{res['s_per_iter']['after']:.4f} (x{res['speedup']:.2f}), same results {res['same_results']}, "
-                  f"limit ratio {res['limit_ratio']:.3f}")
+    for family, root, settings, notes in each_family(families, params, result, "bench_loop"):
+        res = measure_family(settings, args.cycles, args.rounds, root)
+        res["assets"] = notes
+        result["families"][family] = res
+        print(f"bench_loop: {family}: s/iter before {res['s_per_iter']['before']:.4f} after "
+              f"{res['s_per_iter']['after']:.4f} (x{res['speedup']:.2f}), same results {res['same_results']}, "
+              f"limit ratio {res['limit_ratio']:.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -123,6 +123,30 @@ def family_settings(family: str, params: dict, root: Path) -> tuple[dict, list[s
     return resolve(explicit), ["tiny random config (backbones/tiny.py)"]
 
 
+def parse_families(ap, text: str) -> list[str]:
+    families = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = sorted(set(families) - {"toy", *TINY_PRESETS})
+    if unknown:
+        ap.error(f"unknown families {unknown}; choose from toy, {', '.join(TINY_PRESETS)}")
+    return families
+
+
+def each_family(families: list[str], params: dict, result: dict, label: str):
+    """(family, root, settings, notes) for every family that can be built, each in its own temporary
+    folder; a family that cannot be built is recorded in result["skipped"] and printed, not fatal."""
+    with tempfile.TemporaryDirectory(prefix=f"{label}_") as tmp:
+        for family in families:
+            root = Path(tmp) / family
+            root.mkdir()
+            try:
+                settings, notes = family_settings(family, params, root)
+            except Exception as e:
+                result["skipped"][family] = f"{type(e).__name__}: {e}"
+                print(f"{label}: skipping {family}: {result['skipped'][family]}")
+                continue
+            yield family, root, settings, notes
+
+
 def _batch(run, step):
     s = run.settings
     idx = batch_indices(step, len(run.data), s["batch_size"], s["seed"])
@@ -206,33 +230,21 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     params = load_params(args.params)
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = sorted(set(families) - {"toy", *TINY_PRESETS})
-    if unknown:
-        ap.error(f"unknown families {unknown}; choose from toy, {', '.join(TINY_PRESETS)}")
+    families = parse_families(ap, args.families)
     result = {"families": {}, "skipped": {}, "torch_threads": torch.get_num_threads(),
               "method": "interleaved rounds, every iteration timed; overhead = mean time with / without - 1 per "
                         "round (per iteration, and on generator turns, where ISG and IDA run), mean and Student-t "
                         "95 % interval across rounds"}
-    with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
-        for family in families:
-            root = Path(tmp) / family
-            root.mkdir()
-            try:
-                settings, notes = family_settings(family, params, root)
-            except Exception as e:  # a family that cannot be built is reported, not fatal
-                result["skipped"][family] = f"{type(e).__name__}: {e}"
-                print(f"bench_overhead: skipping {family}: {result['skipped'][family]}")
-                continue
-            print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
-            res = measure_family(settings, args.cycles, root, args.min_rounds, max(args.min_rounds, args.max_rounds),
-                                 args.width)
-            res["assets"] = notes
-            result["families"][family] = res
-            print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "
-                  f"ISG {_fmt(res['isg_overhead_interval'])} per iteration, {_fmt(res['isg_overhead_generator_turn'])} "
-                  f"per generator turn; IDA {_fmt(res['ida_overhead_interval'])}, {_fmt(res['ida_overhead_generator_turn'])}"
-                  f" ({res['rounds']} rounds{'' if res['converged'] else ', intervals not yet narrower than the target'})")
+    for family, root, settings, notes in each_family(families, params, result, "bench_overhead"):
+        print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
+        res = measure_family(settings, args.cycles, root, args.min_rounds, max(args.min_rounds, args.max_rounds),
+                             args.width)
+        res["assets"] = notes
+        result["families"][family] = res
+        print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "
+              f"ISG {_fmt(res['isg_overhead_interval'])} per iteration, {_fmt(res['isg_overhead_generator_turn'])} "
+              f"per generator turn; IDA {_fmt(res['ida_overhead_interval'])}, {_fmt(res['ida_overhead_generator_turn'])}"
+              f" ({res['rounds']} rounds{'' if res['converged'] else ', intervals not yet narrower than the target'})")
     reference = "toy" if "toy" in result["families"] else next(iter(result["families"]), None)
     if reference is not None:
         result["reference_family"] = reference
