@@ -32,7 +32,7 @@ if st.get_option("server.address") not in LOCAL_ADDRESSES and not os.environ.get
     st.stop()
 st.title("SenseFlow workbench")
 loc = R.Locations.from_env()
-table = R.load_table(loc)
+table, published = R.split_published(R.load_table(loc))
 order = R.variant_order(loc, table)
 
 for run, alarms in R.run_alarms(loc).items():
@@ -75,8 +75,22 @@ else:
     if not gaps.empty:
         with st.expander(f"Metrics without a value ({len(gaps)})", expanded=False):
             st.dataframe(gaps, hide_index=True, width="stretch")
-    st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), file_name="summary.csv",
+    st.download_button("Download results (CSV)", pd.concat([table, published]).to_csv(index=False).encode(), file_name="summary.csv",
                        mime="text/csv")
+
+    st.header("Published numbers (SenseFlow paper)")
+    view = R.published_view(table, published, order)
+    if view.empty:
+        family = table["family"].iloc[0] if "family" in table else "this family"
+        st.info(f"The paper publishes no numbers for `{family}`; with train.preset sd35_large, flux or sdxl its "
+                "Tab. 1, 2, 4 and 5 rows are set beside yours here.")
+        with st.expander("The paper's tables (all families)", expanded=False):
+            st.dataframe(R.paper_tables(), hide_index=True, width="stretch")
+    else:
+        st.dataframe(view.style.format(precision=4, na_rep="—"), width="stretch")
+        st.caption("Yours beside the paper's for the same family. A value whose protocol differs from the paper's "
+                   "(fewer images, a prompt subset, another detector or judge) is listed under `not comparable "
+                   "because`; the table and row of each paper value are in summary.csv `source`.")
 
     st.header("Ablation (paper Tab. 2 shape)")
     st.markdown(R.ablation(loc, table))

@@ -48,6 +48,7 @@ from configs.params import load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
 from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
+from protocols.published import PREFIX, paper_family, protocol_warning, published_rows
 
 # DESIGN.md metric names of the metrics stage, in table order
 METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
@@ -58,7 +59,7 @@ COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
 LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
 COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
-           "n_seeds", "p_vs_full", "fd_bias", "seed_std"]
+           "n_seeds", "p_vs_full", "fd_bias", "seed_std", "protocol_warning", "source"]
 ALONG_TRAINING = ["eval/fd_t_toyworld", "eval/fid_t", "eval/clip_score", "eval/oracle_accuracy"]  # DESIGN.md keys
 SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
 
@@ -190,11 +191,48 @@ def run_rows(results: Path, run: str, teacher: bool = False) -> list[dict]:
     return parts
 
 
+def family_name(params: dict) -> str:
+    """The `family` column: the train preset (sd35_large, flux, sdxl, toy, ...; it names the model, where
+    train.family names only its class, sd3 for both SD 3.5 sizes), else train.family."""
+    train = params.get("train") or {}
+    return str(train.get("preset") or train.get("family") or "unknown")
+
+
+def protocol_notes(results: Path, run: str) -> dict[str, tuple[str, str]]:
+    """Per benchmark ("geneval", "compbench", "metrics") of one run: (subset, tool) where they differ from
+    the paper's protocol (a smaller prompt set or fewer images per prompt; a detector, judge or feature
+    extractor other than the official one), for `protocol_warning`."""
+    notes = {}
+    ge = _read_json(results / "geneval" / run / "summary.json") or {}
+    if ge:
+        subset = f"subset: {ge['n_prompts']} of 553 prompts" if int(ge.get("n_prompts") or 553) < 553 else ""
+        detector = str(ge.get("detector") or "")
+        notes["geneval"] = (subset, "" if "mmdet" in detector else f"detector: {detector or 'unknown'}")
+    cb = _read_json(results / "compbench" / run / "summary.json") or {}
+    if cb:
+        per = int(cb.get("images_per_prompt") or 10)
+        subset = f"{per} images per prompt (paper 10)" if per < 10 else ""
+        notes["compbench"] = (subset, f"judge: {cb.get('judge') or 'unknown'}" if cb.get("edition") != "official" else "")
+    return notes
+
+
+def add_protocol_warnings(table: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """`protocol_warning` of every row with a value (families with published numbers only)."""
+    notes = {run: protocol_notes(results, run) for run in dict.fromkeys(table.run)}
+    for i, row in table.iterrows():
+        if row.value is None or pd.isna(row.value):
+            continue
+        kind = row.metric.split("_")[0] if row.metric.split("_")[0] in ("geneval", "compbench") else "metrics"
+        subset, tool = notes[row.run].get(kind, ("", ""))
+        table.at[i, "protocol_warning"] = protocol_warning(row.metric, row.n_images, subset=subset, tool=tool)
+    return table
+
+
 def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
     """The long table with one row per run (variant x training seed) x metric, the teacher's benchmark
     rows first (seed empty), each run's bootstrap intervals and paired comparisons with `full` of the
     same seed. Column `run` names the folder."""
-    family = (params.get("train") or {}).get("family") or "unknown"
+    family = family_name(params)
     eval_seed = (params.get("eval") or {}).get("seed", params.get("seed"))
     revision = revision or git_revision()
     rows = [{"variant": "teacher", "family": family, **r, "seed": None, "revision": revision, "run": "teacher"}
@@ -205,6 +243,9 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})
+    table["protocol_warning"] = table["protocol_warning"].astype(object)
+    if paper_family(family):
+        table = add_protocol_warnings(table, results)
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
     return add_uncertainty(table, results, draws, int(eval_seed or 0))
 
@@ -245,9 +286,23 @@ def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
                                                        "n_seeds": "Int64", "fd_bias": float, "seed_std": float})
 
 
+def with_published(table: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The table followed by the paper's rows `published:<method>` of the same family (none for ToyWorld):
+    value, the paper's image count and the table / row in `source` (protocols/published.py)."""
+    rows = published_rows(paper_family(family))
+    if not rows:
+        return table
+    revision = table.revision.iloc[0] if len(table) else None
+    text = {"protocol_warning": object, "source": object}
+    extra = pd.DataFrame([{**r, "revision": revision} for r in rows], columns=COLUMNS).astype(text)
+    dtypes = {**table.dtypes.to_dict(), **text}
+    return pd.concat([table.astype(text), extra.astype(dtypes)], ignore_index=True)
+
+
 def results_table(params: dict, results: Path, revision: str | None = None) -> pd.DataFrame:
-    """The long table: teacher (benchmarks only, where present) then every variant, over its seeds."""
-    return across_seeds(seed_table(params, results, revision))
+    """The long table: teacher (benchmarks only, where present) then every variant, over its seeds, then
+    the published rows of the same family."""
+    return with_published(across_seeds(seed_table(params, results, revision)), family_name(params))
 
 
 def along_training_table(params: dict, results: Path) -> pd.DataFrame:
@@ -418,6 +473,45 @@ def ablation_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     return "\n".join(body)
 
 
+def published_markdown(table: pd.DataFrame, variants: list[str], family: str) -> str:
+    """The user's rows next to the paper's for the same family (paper Tab. 1, 2, 4, 5), with what makes a
+    value not comparable (`protocol_warning`: N, subset, detector)."""
+    body = ["## Published numbers (SenseFlow paper)", ""]
+    published = table[table.variant.str.startswith(PREFIX)]
+    if published.empty:
+        return "\n".join(body + [f"The paper publishes no numbers for `{family}`; with `train.preset` sd35_large, flux "
+                                 "or sdxl its Tab. 1, 2, 4 and 5 rows (protocols/published_senseflow_iclr2026.csv) "
+                                 "appear here and in summary.csv as `published:<method>`.", ""])
+    order = METRICS + GENEVAL + COMPBENCH
+    metrics = sorted(dict.fromkeys(published.metric), key=lambda m: order.index(m) if m in order else len(order))
+    ours = table[table.variant.isin(["teacher"] + variants) & table.metric.isin(metrics) & table.value.notna()]
+    shown = [m for m in metrics if m in set(ours.metric)] or metrics
+    lookup = {(r.variant, r.metric): r for r in table.itertuples()}
+    rows = [v for v in ["teacher"] + variants if v in set(ours.variant)] + list(dict.fromkeys(published.variant))
+    body += ["| Method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+    warnings = {}
+    for v in rows:
+        cells = []
+        for m in shown:
+            r = lookup.get((v, m))
+            value = float(r.value) if r is not None and _present(r.value) else None
+            text = _fmt(value)
+            warning = getattr(r, "protocol_warning", None) if r is not None else None
+            if value is not None and isinstance(warning, str) and warning:
+                warnings.setdefault(warning, []).append(f"{v}/{m}")
+                text += " †"
+            cells.append(text)
+        label = VARIANT_LABELS.get(v, v.removeprefix(PREFIX) + " (paper)" if v.startswith(PREFIX) else v)
+        body.append(f"| {label} | " + " | ".join(cells) + " |")
+    body.append("")
+    if warnings:
+        body += ["† not comparable with the published value as computed:"]
+        body += [f"- {w} ({len(cells)} values, e.g. {cells[0]})" for w, cells in warnings.items()] + [""]
+    body += ["Paper values: protocols/published_senseflow_iclr2026.csv (table and row of each in summary.csv `source`).",
+             ""]
+    return "\n".join(body)
+
+
 def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     ge = [(m, m.removeprefix("geneval_")) for m in GENEVAL]
     cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
@@ -440,13 +534,14 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     if results.exists():  # a missing results folder gives the empty table (nothing has run yet)
         readable_folder(results, "the results folder", "--results")
     by_seed = seed_table(params, results, revision)
-    table = across_seeds(by_seed)
+    family = family_name(params)
+    table = with_published(across_seeds(by_seed), family)
     variants = list(params.get("variants") or {})
     curves = along_training_table(params, results)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
     by_seed.drop(columns="run").to_csv(out / "summary_by_seed.csv", index=False)
-    (out / "ablation.md").write_text(ablation_markdown(table, variants))
+    (out / "ablation.md").write_text(ablation_markdown(table, variants) + published_markdown(table, variants, family))
     (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
     curves.to_csv(out / "along_training.csv", index=False)
     (out / "along_training.md").write_text(along_training_markdown(curves, variants))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.params import ParamsError, load_params
+from protocols.published import PREFIX, load_published
 from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
                                ablation_markdown, best_by_metric, results_table)
 
@@ -340,10 +341,43 @@ def metric_names(frame: pd.DataFrame) -> list[str]:
     return first + sorted(keys - set(first))
 
 
+def split_published(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the user's rows, the paper's rows `published:<method>`) of summary.csv: the variant tables, bests
+    and charts read only the first; the published section sets the second beside it."""
+    if table.empty or "variant" not in table:
+        return table, table.iloc[0:0]
+    paper = table.variant.astype(str).str.startswith(PREFIX)
+    return table[~paper].reset_index(drop=True), table[paper].reset_index(drop=True)
+
+
+def published_view(ours: pd.DataFrame, published: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Metric x method: the user's variants (teacher first) then the paper's methods of the same family,
+    for the metrics both report, and per metric the protocol warnings of the user's values (N, subset,
+    detector) under `not comparable because`."""
+    if published.empty:
+        return pd.DataFrame()
+    mine = ours[ours.value.notna() & ours.metric.isin(set(published.metric))]
+    metrics = [m for m in metric_columns(published) if m in set(mine.metric)] or metric_columns(published)
+    columns = [v for v in order if v in set(mine.variant)] + list(dict.fromkeys(published.variant))
+    both = pd.concat([mine, published], ignore_index=True)
+    wide = both.pivot_table(index="metric", columns="variant", values="value", aggfunc="first")
+    wide = wide.reindex(index=metrics, columns=columns)
+    wide.columns = [label(v) if not v.startswith(PREFIX) else v.removeprefix(PREFIX) + " (paper)" for v in columns]
+    warnings = mine.get("protocol_warning", pd.Series(dtype=object)).fillna("")
+    notes = mine.assign(w=warnings).groupby("metric").w.agg(lambda s: "; ".join(dict.fromkeys(x for x in s if x)))
+    wide["not comparable because"] = [notes.get(m, "") for m in metrics]
+    return wide
+
+
+def paper_tables() -> pd.DataFrame:
+    """Every published cell (protocols/published_senseflow_iclr2026.csv), for families without a user run."""
+    return load_published()
+
+
 def label(variant: str) -> str:
     return VARIANT_LABELS.get(variant, variant)
 
 
 __all__ = ["seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
            "geneval_frame", "label", "load_curves", "load_table", "sample_images", "sample_prompts", "skipped",
-           "variant_order", "wide_table"]
+           "variant_order", "wide_table", "split_published", "published_view", "paper_tables"]

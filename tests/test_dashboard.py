@@ -153,3 +153,34 @@ def test_tables_and_charts_read_as_a_researcher_expects(tmp_path):
     assert spec["layer"][1]["mark"]["type"] == "rule"  # error bars
     curve = C.curve_chart(R.load_curves(loc), "loss_fake_score", order).to_dict()
     assert curve["encoding"]["x"]["title"] == "iteration" and curve["encoding"]["y"]["title"] == "loss_fake_score"
+
+
+def test_published_numbers_beside_a_paper_family(monkeypatch, tmp_path):
+    """A run with train.preset sdxl: the paper's SDXL rows beside the user's, with the reason a value is
+    not comparable; the user's table, bests and charts never include the paper's rows."""
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": 0, "train": {"family": "sdxl", "preset": "sdxl"},
+                                      "variants": {"full": {}}, "eval": {"bootstrap": 0}}))
+    res = tmp_path / "results"
+    (res / "metrics" / "full-0").mkdir(parents=True)
+    (res / "metrics" / "full-0" / "metrics.json").write_text(json.dumps({"clip_score": 0.4, "hpsv2": 0.29}))
+    (res / "metrics" / "full-0" / "metrics.meta.json").write_text(json.dumps({"n_images": {"clip_score": 384,
+                                                                                          "hpsv2": 5000}}))
+    report_main(["--params", str(params), "--results", str(res), "--out", str(res)])
+    loc = R.Locations(res, tmp_path / "runs", params)
+    table, published = R.split_published(R.load_table(loc))
+    assert not table.variant.str.startswith("published:").any() and len(published) > 50
+    assert R.best_cells(table)["clip_score"] == 0.4  # the user's own best, not the paper's
+    view = R.published_view(table, published, R.variant_order(loc, table))
+    assert list(view.index) == ["clip_score", "hpsv2"]
+    assert view.loc["clip_score", "Ours (full)"] == 0.4 and view.loc["clip_score", "senseflow (paper)"] == 0.3248
+    assert view.loc["clip_score", "dmd2 (paper)"] == 0.3277
+    assert view.loc["clip_score", "not comparable because"] == "N=384 (paper 5000)"
+    assert view.loc["hpsv2", "not comparable because"] == ""
+    at = run_app(monkeypatch, tmp_path, params, res, tmp_path / "runs")
+    assert not at.exception
+    shown = [f.value for f in at.dataframe]
+    assert any("senseflow (paper)" in f.columns for f in shown)
+    assert "published:senseflow" not in shown[0].index  # the variant x metric table is the user's only
