@@ -240,8 +240,8 @@ def check(section: Section, values, where: str, allow_null: bool = False) -> tup
 TOY_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr",  # GenEval tasks
              "color", "shape", "texture", "spatial", "non_spatial", "complex")  # CompBench categories
 COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
-METRICS = ("fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore", "imagereward",
-           "aesv2", "lpips_diversity", "clip_diversity")
+METRICS = ("fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+           "imagereward", "aesv2", "lpips_diversity", "clip_diversity")
 SAMPLERS = ("stochastic", "euler")
 EDITIONS = ("toy", "official")
 
@@ -454,8 +454,9 @@ EVAL = Section({
     **SAMPLER,
     "metrics": list(METRICS),
     "batch_size_metrics": 64,
+    "clip_score_scale": "cosine",  # cosine (the paper's, 0.3286) | torchmetrics (100 x cosine, 32.86)
     "bootstrap": 200,             # bootstrap replicates of the 95 % intervals and paired comparisons (0: none)
-}, {"bootstrap": non_negative, "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
+}, {"bootstrap": non_negative, "clip_score_scale": one_of("cosine", "torchmetrics"), "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
     "diversity_samples": integer(2), "batch_size": positive, "batch_size_metrics": positive,
     "metrics": list_of(one_of(*METRICS)), **SAMPLER_RULES})
 

@@ -60,7 +60,13 @@ else:
 
     st.dataframe(wide.style.apply(mark_best, axis=0).format(precision=4, na_rep="—"), width="stretch")
     st.caption("Best distilled variant per metric highlighted (lower is better for "
-               + ", ".join(sorted(R.LOWER_IS_BETTER)) + "; higher for the rest).")
+               + ", ".join(sorted(R.LOWER_IS_BETTER)) + "; higher for the rest). clip_score is on the "
+               + R.clip_scale(table) + " scale" + (" (the paper's)." if R.clip_scale(table) == "cosine" else
+                                                  " (torchmetrics'; the paper reports cosine)."))
+    flagged = R.protocol_warnings(table)
+    if not flagged.empty:
+        st.warning("Not comparable with published values: "
+                   + "; ".join(f"{r.metric} ({r.variants}): {r[3]}" for r in flagged.itertuples()))
     intervals = R.interval_table(table, order)
     if not intervals.empty:
         st.subheader("With 95 % intervals")

@@ -51,13 +51,13 @@ from evaluate.intervals import MetricSample, load_samples, paired_comparison, se
 from protocols.published import PREFIX, paper_family, protocol_warning, published_rows
 
 # DESIGN.md metric names of the metrics stage, in table order
-METRICS = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+METRICS = ["fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
            "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
 GENEVAL_TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 GENEVAL = ["geneval_overall"] + [f"geneval_{t}" for t in GENEVAL_TASKS]
 COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "complex"]
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
-LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2"}
+LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "kid_t", "fid", "fd_t_toyworld", "fd_t_dinov2"}
 COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
            "n_seeds", "p_vs_full", "fd_bias", "seed_std", "protocol_warning", "source"]
 ALONG_TRAINING = ["eval/fd_t_toyworld", "eval/fid_t", "eval/clip_score", "eval/oracle_accuracy"]  # DESIGN.md keys
@@ -96,11 +96,15 @@ def metric_rows(results: Path, variant: str) -> list[dict]:
     meta = _read_json(results / "metrics" / variant / "metrics.meta.json") or {}
     skipped, counts = meta.get("skipped") or {}, meta.get("n_images") or {}
     counts = counts if isinstance(counts, dict) else {m: counts for m in values}
+    flags = values.get("flags") if isinstance(values.get("flags"), dict) else {}
+    described = meta.get("features") if isinstance(meta.get("features"), dict) else {}
     rows = []
-    for m in METRICS + sorted(set(values) - set(METRICS)):
+    for m in METRICS + sorted(k for k in set(values) - set(METRICS) if not isinstance(values[k], (dict, list))):
         v = _number(values.get(m))
         reason = "" if v is not None else str(skipped.get(m) or ("not computed" if m in values else "not run"))
-        rows.append({"metric": m, "value": v, "n_images": counts.get(m), "reason": reason})
+        rows.append({"metric": m, "value": v, "n_images": counts.get(m), "reason": reason,
+                     "protocol_warning": flags.get(m) or None,
+                     "source": described.get(m) if v is not None else None})
     return rows
 
 
@@ -224,7 +228,9 @@ def add_protocol_warnings(table: pd.DataFrame, results: Path) -> pd.DataFrame:
             continue
         kind = row.metric.split("_")[0] if row.metric.split("_")[0] in ("geneval", "compbench") else "metrics"
         subset, tool = notes[row.run].get(kind, ("", ""))
-        table.at[i, "protocol_warning"] = protocol_warning(row.metric, row.n_images, subset=subset, tool=tool)
+        flag = row.protocol_warning if isinstance(row.protocol_warning, str) else ""
+        text = "; ".join(x for x in (flag, protocol_warning(row.metric, row.n_images, subset=subset, tool=tool)) if x)
+        table.at[i, "protocol_warning"] = text or None
     return table
 
 
@@ -243,7 +249,7 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})
-    table["protocol_warning"] = table["protocol_warning"].astype(object)
+    table[["protocol_warning", "source"]] = table[["protocol_warning", "source"]].astype(object)
     if paper_family(family):
         table = add_protocol_warnings(table, results)
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
@@ -445,10 +451,19 @@ def skipped_notes(table: pd.DataFrame, metrics: list[str]) -> list[str]:
     return notes
 
 
+def clip_label(table: pd.DataFrame) -> str:
+    """The CLIP column's heading with its scale (the metrics stage's `source`: cosine or torchmetrics)."""
+    sources = table[(table.metric == "clip_score") & table.source.notna()].source.astype(str) if "source" in table \
+        else pd.Series(dtype=str)
+    if sources.str.contains("torchmetrics").any():
+        return "CLIP (100 x cos)"
+    return "CLIP (cos)"
+
+
 def ablation_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     """Tab. 2 shape. Where Inception FID-T did not run but the ToyWorld-feature FD did, that FD is
     shown in the FID-T column under its own name (it is not FID)."""
-    columns = list(ABLATION_COLUMNS)
+    columns = [(m, clip_label(table) if m == "clip_score" else label) for m, label in ABLATION_COLUMNS]
     fid_ran = table[(table.metric == "fid_t") & table.value.notna()].shape[0] > 0
     toy_ran = table[(table.metric == "fd_t_toyworld") & table.value.notna()].shape[0] > 0
     note = []

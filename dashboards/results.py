@@ -20,7 +20,7 @@ import pandas as pd
 from configs.params import ParamsError, load_params
 from protocols.published import PREFIX, load_published
 from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
-                               ablation_markdown, best_by_metric, results_table)
+                               ablation_markdown, best_by_metric, clip_label, results_table)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
           "loss_d_fake", "grad_norm_generator", "grad_norm_fake_score", "grad_norm_discriminator", "s_per_iter"]
@@ -341,6 +341,22 @@ def metric_names(frame: pd.DataFrame) -> list[str]:
     return first + sorted(keys - set(first))
 
 
+def protocol_warnings(table: pd.DataFrame) -> pd.DataFrame:
+    """(metric, variants, not comparable because) of the user's values flagged by the metrics stage or
+    the report (`protocol_warning`: e.g. FID-T over fewer than 2,048 images, a GenEval subset)."""
+    if table.empty or "protocol_warning" not in table:
+        return pd.DataFrame(columns=["metric", "variants", "not comparable because"])
+    sub = table[table.value.notna() & table.protocol_warning.notna() & table.protocol_warning.astype(str).ne("")]
+    grouped = sub.groupby(["metric", "protocol_warning"], sort=False).variant.apply(lambda s: ", ".join(s))
+    return grouped.reset_index().rename(columns={"variant": "variants", "protocol_warning": "not comparable because"})[
+        ["metric", "variants", "not comparable because"]]
+
+
+def clip_scale(table: pd.DataFrame) -> str:
+    """The scale the CLIP score column is on ("cosine", the paper's, or "100 x cosine", torchmetrics')."""
+    return "100 x cosine" if clip_label(table).startswith("CLIP (100") else "cosine"
+
+
 def split_published(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the user's rows, the paper's rows `published:<method>`) of summary.csv: the variant tables, bests
     and charts read only the first; the published section sets the second beside it."""
@@ -380,4 +396,5 @@ def label(variant: str) -> str:
 
 __all__ = ["seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
            "geneval_frame", "label", "load_curves", "load_table", "sample_images", "sample_prompts", "skipped",
-           "variant_order", "wide_table", "split_published", "published_view", "paper_tables"]
+           "variant_order", "wide_table", "split_published", "published_view", "paper_tables",
+           "protocol_warnings", "clip_scale"]

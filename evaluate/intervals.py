@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from measures.frechet import fd
+from measures.frechet import fd, kid
 
 LEVEL = 0.95
 
@@ -42,7 +42,9 @@ class MetricSample:
 
     kind "mean": `values` (N,) per prompt, the value is their mean (raised to `floor` when set: the
     CLIP score's max(., 0)); kind "fd": `values` (N, D) student features and `reference` (N, D) the
-    teacher's features of the same prompts and seeds, the value is their Fréchet distance. `prompts`
+    teacher's features of the same prompts and seeds, the value is their Fréchet distance; kind "kid"
+    the same features, the value clean-fid's KID (no bootstrap: each value is itself 100 subset
+    estimates, so `run_metrics` reports it without an interval and does not keep it for comparisons). `prompts`
     (N,) names the prompt of each row, so two variants are compared on the same prompts. With
     `strata` (N,) (GenEval's tasks) the value is the mean over strata of each stratum's mean, as
     GenEval's overall score is, and resampling stays within each stratum."""
@@ -57,6 +59,8 @@ class MetricSample:
         rows = np.arange(len(self.values)) if rows is None else rows
         if self.kind == "fd":
             return fd(self.values[rows], self.reference[rows])
+        if self.kind == "kid":
+            return kid(self.values[rows], self.reference[rows])
         values = np.asarray(self.values, np.float64)[rows]
         if self.strata is not None:
             labels = np.asarray(self.strata)[rows]

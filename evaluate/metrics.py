@@ -8,15 +8,22 @@ with their reason, image counts, model paths, feature extractors, seeds). Metric
 `eval.metrics`; names fixed by DESIGN.md):
 
   fid_t, patch_fid_t   Inception (clean-fid), vs the teacher's "fid" group     measures/frechet.py
+  kid_t                clean-fid's KID on the same Inception features          measures/frechet.py
   fd_t_toyworld        FD in the toy CLIP's image-feature space (toy family)    measures/frechet.py
   fd_t_dinov2          FD in DINOv2 CLS space (models.dinov2)                   measures/frechet.py
-  clip_score           torchmetrics convention; ViT-B/32, or the toy CLIP       measures/clip_score.py
+  clip_score           cosine (eval.clip_score_scale; torchmetrics: x 100); ViT-B/32 or the toy CLIP
+                                                                                measures/clip_score.py
   hpsv2, pickscore, imagereward, aesv2   reward models (evaluate/<name>.py `load_scorer`)
   lpips_diversity, clip_diversity        App. B.5 on the "diversity" group      evaluate/diversity.py
 
 Every model is loaded before any metric is computed. On the toy family a metric whose real weights
 are absent is skipped with the reason (null in metrics.json); on a real family it stops the stage
 with the MissingWeights message. Nothing is ever computed on random weights.
+
+metrics.json also has `flags`: {metric: why it is not comparable with published values}, e.g. FID-T,
+Patch FID-T and KID over fewer than 2,048 images (measures/frechet.py COMPARABLE_N); the report and
+the dashboard show them. The Inception features of the student and of the teacher are extracted once
+and shared by fid_t and kid_t.
 """
 from __future__ import annotations
 
@@ -34,14 +41,14 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params
 from configs.paths import writable_folder
 from evaluate.diversity import LpipsDiversity, clip_diversity
-from measures.frechet import Dinov2Features, InceptionFeatures
+from measures.frechet import Dinov2Features, InceptionFeatures, comparability
 from measures.clip_score import ClipScorer
 from evaluate.generate import eval_settings
 from evaluate.intervals import LEVEL, MetricSample, save_samples
 from evaluate.sample_folder import check_aligned, read_samples
 from measures.weights import MissingWeights, model_path
 
-KNOWN = ["fid_t", "patch_fid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+KNOWN = ["fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
          "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
 REWARDS = {"hpsv2": "evaluate.hpsv2", "pickscore": "evaluate.pickscore", "imagereward": "evaluate.imagereward",
            "aesv2": "evaluate.aesthetic"}
@@ -58,14 +65,15 @@ def clip_model_path(models: dict, family: str) -> tuple[Path, str]:
     return model_path(models, "clip_vit_b32", "CLIP ViT-B/32", CLIP_B32_SOURCE, "dir"), "CLIP ViT-B/32"
 
 
-def load_models(metrics: list[str], models: dict, family: str, device: str) -> tuple[dict, dict, dict]:
+def load_models(metrics: list[str], models: dict, family: str, device: str,
+                clip_scale: str = "cosine") -> tuple[dict, dict, dict]:
     """(loaded, skipped reasons, descriptions). Real families: MissingWeights propagates."""
     loaded, skipped, described = {}, {}, {}
     clip_models: dict[Path, ClipScorer] = {}  # one CLIP per folder (toy: FD-T, CLIP score, diversity)
 
     def clip_at(path: Path) -> ClipScorer:
         if path not in clip_models:
-            clip_models[path] = ClipScorer(path, device)
+            clip_models[path] = ClipScorer(path, device, scale=clip_scale)
         return clip_models[path]
 
     def attempt(name: str, build):
@@ -79,10 +87,12 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
             skipped[name] = str(e)
 
     for name in metrics:
-        if name in ("fid_t", "patch_fid_t"):
-            attempt(name, lambda: loaded.get("fid_t") or loaded.get("patch_fid_t") or InceptionFeatures(models, device))
+        if name in ("fid_t", "patch_fid_t", "kid_t"):
+            attempt(name, lambda: loaded.get("fid_t") or loaded.get("patch_fid_t") or loaded.get("kid_t")
+                    or InceptionFeatures(models, device))
             described[name] = "Inception-v3 (clean-fid TorchScript, clean resize)" + (
-                "; centre 299x299 crop at native resolution" if name == "patch_fid_t" else "")
+                "; centre 299x299 crop at native resolution" if name == "patch_fid_t" else
+                "; KID: clean-fid kernel_distance, 100 subsets of min(N, 1000), seed 0" if name == "kid_t" else "")
         elif name == "fd_t_toyworld":
             def toy():
                 if family != "toy":
@@ -117,15 +127,27 @@ def load_models(metrics: list[str], models: dict, family: str, device: str) -> t
     if "clip" in described:
         for name in ("clip_score", "clip_diversity"):
             described.setdefault(name, described["clip"])
+        described["clip_score"] += f"; {clip_scale} scale" + (" (100 x cosine)" if clip_scale == "torchmetrics" else "")
     return loaded, skipped, described
 
 
-def compute(name: str, model, student, teacher, batch: int) -> tuple[MetricSample, int]:
-    """(what the value is computed from, number of images used); the value is `sample.value()`."""
+def compute(name: str, model, student, teacher, batch: int, cache: dict | None = None) -> tuple[MetricSample, int]:
+    """(what the value is computed from, number of images used); the value is `sample.value()`. `cache`
+    keeps feature sets between metrics of one extractor (fid_t and kid_t share Inception's)."""
     fid_s, fid_t = student.group("fid"), teacher.group("fid")
     prompts = np.array([student.rows[i]["prompt_index"] for i in fid_s])
-    if name in ("fid_t", "fd_t_toyworld", "fd_t_dinov2"):
-        return MetricSample("fd", model(student.load(fid_s), batch), prompts, model(teacher.load(fid_t), batch)), len(fid_s)
+    cache = {} if cache is None else cache
+
+    def features(side, rows, images):
+        key = (id(model), side)
+        if key not in cache:
+            cache[key] = model(images.load(rows), batch)
+        return cache[key]
+
+    if name in ("fid_t", "fd_t_toyworld", "fd_t_dinov2", "kid_t"):
+        kind = "kid" if name == "kid_t" else "fd"
+        return MetricSample(kind, features("student", fid_s, student), prompts,
+                            features("teacher", fid_t, teacher)), len(fid_s)
     if name == "patch_fid_t":
         imgs_s = student.load(fid_s)
         if min(imgs_s.shape[1:3]) < 299:
@@ -162,30 +184,37 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     check_aligned(student, teacher)
     student.verify(), teacher.verify()  # a broken image stops here, before any model loads
     writable_folder(out, "the metrics folder", "--out")
-    loaded, skipped, described = load_models(list(cfg["metrics"]), models, family, device)
+    loaded, skipped, described = load_models(list(cfg["metrics"]), models, family, device, cfg["clip_score_scale"])
     values: dict[str, float | None] = {m: None for m in cfg["metrics"]}
     counts: dict[str, int] = {}
     samples: dict[str, MetricSample] = {}
     intervals: dict[str, list[float]] = {}
     biases: dict[str, float] = {}  # Fréchet distances: bootstrap estimate of the small-N bias
     draws = int(cfg["bootstrap"])
+    flags: dict[str, str] = {}  # metric -> why it is not comparable with published values
+    cache: dict = {}
     for name in tqdm(list(loaded), desc="metrics", unit="metric"):
         try:
-            samples[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]))
+            samples[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]),
+                                                  cache)
         except Skip as e:
             skipped[name] = str(e)
             continue
         values[name] = samples[name].value()
-        if draws:
+        if comparability(name, counts[name]):
+            flags[name] = comparability(name, counts[name])
+        if draws and samples[name].kind != "kid":
             boot = samples[name].bootstrap(draws, int(cfg["seed"]))
             intervals[name] = list(boot["ci"])
             if boot["bias"] is not None:
                 biases[name] = boot["bias"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(values, indent=2) + "\n")
-    save_samples(out / "per_prompt.npz", samples)  # for paired comparisons between variants (report)
-    meta = {"skipped": skipped, "n_images": counts, "features": described,
+    (out / "metrics.json").write_text(json.dumps({**values, "flags": flags}, indent=2) + "\n")
+    # for paired comparisons between variants (report); KID has no bootstrap (intervals.py)
+    save_samples(out / "per_prompt.npz", {m: s for m, s in samples.items() if s.kind != "kid"})
+    meta = {"skipped": skipped, "n_images": counts, "features": described, "flags": flags,
+            "clip_score_scale": cfg["clip_score_scale"],
             "intervals": intervals, "fd_bias": biases,
             "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
                           "fd_interval": "replicate percentiles re-centred on the estimate, clipped at 0"},

@@ -1,9 +1,11 @@
-"""CLIP score with torchmetrics' convention (torchmetrics.multimodal.CLIPScore): the processor's
-default preprocessing, projected image and text features L2-normalised, per-image 100 * cosine,
-mean over images, then max(mean, 0). torchmetrics 1.9 cannot call transformers 5's
-`get_*_features` (they return output objects) and only loads hub names, so the same steps run here
-on a local CLIPModel folder: ViT-B/32 (`models.clip_vit_b32`) as in the paper, the toy CLIP on
-ToyWorld. Also the L2-normalised image features used by CLIP-diversity."""
+"""CLIP score: per image the cosine of the L2-normalised projected image and text features, mean over
+images, then max(mean, 0), on one of two scales (`eval.clip_score_scale`):
+- `cosine` (default): the paper's scale (Tab. 1 reports e.g. 0.3286);
+- `torchmetrics`: torchmetrics.multimodal.CLIPScore's 100 * cosine (e.g. 32.86), the same number x 100.
+torchmetrics 1.9 cannot call transformers 5's `get_*_features` (they return output objects) and only
+loads hub names, so its steps (the processor's default preprocessing, projected features, cosine,
+mean, max(., 0)) run here on a local CLIPModel folder: ViT-B/32 (`models.clip_vit_b32`) as in the
+paper, the toy CLIP on ToyWorld. Also the L2-normalised image features used by CLIP-diversity."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +20,16 @@ def projected(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
+SCALES = {"cosine": 1.0, "torchmetrics": 100.0}  # eval.clip_score_scale -> factor on the cosine
+
+
 class ClipScorer:
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", scale: str = "cosine"):
         from transformers import CLIPModel, CLIPProcessor
+
+        if scale not in SCALES:
+            raise ValueError(f"CLIP score scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        self.scale = scale
 
         self.model = CLIPModel.from_pretrained(str(path)).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(str(path))
@@ -53,13 +62,14 @@ class ClipScorer:
         return torch.cat(out).cpu()
 
     def per_image(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
-        """100 * cos(image, its prompt) per image."""
+        """cos(image, its prompt) per image, times 100 on the torchmetrics scale."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        return (100 * (self.image_features(images) * self.text_features(prompts)).sum(-1)).double().numpy()
+        cosine = (self.image_features(images) * self.text_features(prompts)).sum(-1).double()
+        return (SCALES[self.scale] * cosine).numpy()
 
     def clip_score(self, images: np.ndarray, prompts: list[str]) -> float:
         return float(max(self.per_image(images, prompts).mean(), 0.0))
 
 
-__all__ = ["ClipScorer", "projected"]
+__all__ = ["ClipScorer", "SCALES", "projected"]

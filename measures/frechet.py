@@ -11,6 +11,13 @@
 - `fd_t_toyworld`: a Fréchet distance (clean-fid's formula) in the ToyWorld feature space: the toy
   CLIP's projected image features (`models.toy_clip`; `measures.clip_score.ClipScorer` is the extractor). `fd_t_dinov2`: the same with DINOv2's CLS
   token (`models.dinov2`, a transformers Dinov2Model folder). Neither is FID; names keep them apart.
+- `kid_t`: clean-fid's KID (`cleanfid.fid.kernel_distance`: cubic polynomial kernel MMD, 100 random
+  subsets of min(N, 1000) images) on the same Inception features, its subsets drawn from a fixed seed.
+
+Below N = 2,048 images (Inception's feature dimension) the feature covariance is singular; FID-T at
+such N is biased far above its large-N value and is flagged as not comparable with published values
+(`COMPARABLE_N`). When clean-fid's matrix square root has a large imaginary part it raises
+`FrechetError` naming N and the feature dimension instead of clean-fid's bare "Imaginary component".
 """
 from __future__ import annotations
 
@@ -18,15 +25,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cleanfid.fid import frechet_distance
+from cleanfid.fid import frechet_distance, kernel_distance
 from cleanfid.resize import build_resizer
 
+from configs.cli import UserError
 from measures.weights import model_path
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SOURCE = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
                     "inception-2015-12-05.pt (the file clean-fid downloads)")
 PATCH = 299
+COMPARABLE_N = 2048  # below it, FID (2048-d Inception features) is not comparable with published values
+
+
+class FrechetError(UserError, ValueError):
+    """A Fréchet distance that cannot be computed from these feature sets (what to change is in the text)."""
+
+
+def comparability(metric: str, n_images: int) -> str:
+    """Empty, or why an Inception-feature distance over `n_images` is not comparable with published ones."""
+    if metric in ("fid_t", "patch_fid_t", "kid_t", "fid") and n_images < COMPARABLE_N:
+        return (f"not comparable with published: N = {n_images} < {COMPARABLE_N} (the 2048-d Inception covariance is "
+                f"singular below it; the paper uses COCO-5K, N = 5,000)")
+    return ""
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +63,31 @@ def fd(features_a: np.ndarray, features_b: np.ndarray) -> float:
         raise ValueError("a Fréchet distance needs at least 2 images per set")
     mu1, s1 = feature_stats(features_a)
     mu2, s2 = feature_stats(features_b)
-    return float(frechet_distance(mu1, s1, mu2, s2))
+    try:
+        return float(frechet_distance(mu1, s1, mu2, s2))
+    except ValueError as e:
+        if "Imaginary component" not in str(e):
+            raise
+        n, d = min(len(features_a), len(features_b)), np.asarray(features_a).shape[1]
+        raise FrechetError(
+            f"Fréchet distance failed: the covariance product's square root has a large imaginary part (clean-fid: "
+            f"{e}) with N = {n} images of {d}-d features" + (f"; N < {d} makes the covariances singular: use at least "
+                                                            f"{d} images (eval.fid_prompts)" if n < d else
+                                                            "; check the images for near-duplicates or constant "
+                                                            "images")) from None
+
+
+def kid(features_a: np.ndarray, features_b: np.ndarray, seed: int = 0) -> float:
+    """clean-fid's KID (`kernel_distance(generated, reference)`) with its random subsets drawn from `seed`
+    (clean-fid draws them from NumPy's global generator, unseeded; its state is restored afterwards)."""
+    if len(features_a) < 2 or len(features_b) < 2:
+        raise ValueError("KID needs at least 2 images per set")
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return float(kernel_distance(np.asarray(features_a), np.asarray(features_b)))
+    finally:
+        np.random.set_state(state)
 
 
 class InceptionFeatures:

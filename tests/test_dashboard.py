@@ -184,3 +184,7 @@ def test_published_numbers_beside_a_paper_family(monkeypatch, tmp_path):
     shown = [f.value for f in at.dataframe]
     assert any("senseflow (paper)" in f.columns for f in shown)
     assert "published:senseflow" not in shown[0].index  # the variant x metric table is the user's only
+    assert any("Not comparable with published values: clip_score (full): N=384 (paper 5000)" in w.value
+               for w in at.warning)
+    assert any("clip_score is on the cosine scale (the paper's)" in c.value for c in at.caption)
+    assert list(R.protocol_warnings(table).metric) == ["clip_score"]

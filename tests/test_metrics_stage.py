@@ -63,15 +63,16 @@ def test_metrics_toy_values_and_skipped_reasons(sample_sets, tmp_path):
                            "--reference", str(root / "teacher"), "--out", str(tmp_path / "m")])
     values = json.loads((tmp_path / "m" / "metrics.json").read_text())
     meta = json.loads((tmp_path / "m" / "metrics.meta.json").read_text())
-    assert values == result["values"]
+    assert values.pop("flags") == {} and values == result["values"]  # nothing Inception-based ran: no flags
     for name in ("fd_t_toyworld", "clip_score", "clip_diversity"):
         assert isinstance(values[name], float) and np.isfinite(values[name])
-    assert 0 <= values["clip_score"] <= 100 and values["fd_t_toyworld"] >= 0
-    for name in ("fid_t", "patch_fid_t", "fd_t_dinov2", "lpips_diversity", "hpsv2", "pickscore", "imagereward", "aesv2"):
+    assert 0 <= values["clip_score"] <= 1 and values["fd_t_toyworld"] >= 0  # cosine: the paper's scale
+    for name in ("fid_t", "patch_fid_t", "kid_t", "fd_t_dinov2", "lpips_diversity", "hpsv2", "pickscore", "imagereward", "aesv2"):
         assert values[name] is None and meta["skipped"][name]
     assert "models.inception" in meta["skipped"]["fid_t"]
     assert meta["n_images"]["fd_t_toyworld"] == 12 and meta["n_images"]["clip_diversity"] == 6
-    assert "toy CLIP" in meta["features"]["clip_score"]
+    assert "toy CLIP" in meta["features"]["clip_score"] and "cosine scale" in meta["features"]["clip_score"]
+    assert meta["clip_score_scale"] == "cosine"
     samples = load_samples(tmp_path / "m" / "per_prompt.npz")  # what each value was computed from
     for name in ("fd_t_toyworld", "clip_score", "clip_diversity"):
         assert samples[name].value() == pytest.approx(values[name])
@@ -201,3 +202,72 @@ def test_lpips_path_matches_the_lpips_package(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = np.mean([float(official(x[i:i + 1], x[j:j + 1])) for i, j in ((0, 1), (0, 2), (1, 2))])
     assert ours.prompt_diversity(images) == pytest.approx(expected, abs=1e-5)
+
+
+def test_clip_score_scales_differ_by_exactly_100(sample_sets, tmp_path):
+    root, params = sample_sets
+    other = tmp_path / "params.yaml"
+    cfg = yaml.safe_load(params.read_text())
+    cfg["eval"].update(metrics=["clip_score"], clip_score_scale="torchmetrics", bootstrap=0)
+    other.write_text(yaml.safe_dump(cfg))
+    cosine = metrics_main(["--params", str(params), "--samples", str(root / "student"),
+                           "--reference", str(root / "teacher"), "--out", str(tmp_path / "c")])["values"]
+    scaled = metrics_main(["--params", str(other), "--samples", str(root / "student"),
+                           "--reference", str(root / "teacher"), "--out", str(tmp_path / "t")])
+    assert scaled["values"]["clip_score"] == pytest.approx(100 * cosine["clip_score"], rel=1e-12)
+    assert "torchmetrics scale (100 x cosine)" in scaled["meta"]["features"]["clip_score"]
+
+
+def test_inception_metrics_below_2048_images_are_flagged_and_kid_is_clean_fids(sample_sets, tmp_path):
+    """FID-T and KID on 12 images through the stage (random Inception TorchScript): both flagged "not
+    comparable with published" in metrics.json; KID equals clean-fid's kernel_distance under the same
+    seed; the Inception features are shared (one extraction per side)."""
+    from cleanfid import fid as cf
+
+    from measures import frechet
+
+    root, params = sample_sets
+    torch.manual_seed(0)
+    weights = tmp_path / "w" / "inception-2015-12-05.pt"
+    weights.parent.mkdir()
+    torch.jit.script(_RandomInception()).save(str(weights))
+    cfg = yaml.safe_load(params.read_text())
+    cfg["eval"].update(metrics=["fid_t", "kid_t"], bootstrap=0)
+    cfg["models"]["inception"] = str(weights)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    calls = []
+    original = frechet.InceptionFeatures.__call__
+
+    def counted(self, images, batch_size=64):
+        calls.append(len(images))
+        return original(self, images, batch_size)
+
+    frechet.InceptionFeatures.__call__ = counted
+    try:
+        result = metrics_main(["--params", str(tmp_path / "params.yaml"), "--samples", str(root / "student"),
+                               "--reference", str(root / "teacher"), "--out", str(tmp_path / "m")])
+    finally:
+        frechet.InceptionFeatures.__call__ = original
+    assert calls == [12, 12]  # student and teacher once, for both metrics
+    flags = json.loads((tmp_path / "m" / "metrics.json").read_text())["flags"]
+    assert set(flags) == {"fid_t", "kid_t"} and all("not comparable with published: N = 12 < 2048" in f
+                                                     for f in flags.values())
+    samples_s = frechet.InceptionFeatures({"inception": str(weights)})(read_samples(root / "student").load(
+        read_samples(root / "student").group("fid")))
+    samples_t = frechet.InceptionFeatures({"inception": str(weights)})(read_samples(root / "teacher").load(
+        read_samples(root / "teacher").group("fid")))
+    np.random.seed(0)
+    assert result["values"]["kid_t"] == pytest.approx(cf.kernel_distance(samples_s, samples_t), rel=1e-6)
+
+
+def test_frechet_imaginary_component_is_a_clear_error(monkeypatch):
+    from measures import frechet
+
+    def failing(*args, **kwargs):
+        raise ValueError("Imaginary component 0.31")
+
+    monkeypatch.setattr(frechet, "frechet_distance", failing)
+    rng = np.random.default_rng(0)
+    with pytest.raises(frechet.FrechetError, match=r"N = 12 images of 64-d features; N < 64 .*eval.fid_prompts"):
+        frechet.fd(rng.normal(size=(12, 64)), rng.normal(size=(12, 64)))
+    assert issubclass(frechet.FrechetError, ValueError)

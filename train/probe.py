@@ -8,7 +8,7 @@ step count and `train.eval_sampler`, and this module scores those images:
   the Fréchet distance to the teacher's samples of the same prompts and noise (Euler,
   `train.eval_teacher_steps` at `train.eval_teacher_guidance`), in the toy CLIP's feature space as
   the metrics stage's `fd_t_toyworld`, or clean-fid's Inception features as its `fid_t`;
-- `eval/clip_score`: CLIP score (the metrics stage's convention) with `train.eval_clip` (ToyWorld:
+- `eval/clip_score`: CLIP score on the paper's cosine scale (the metrics stage's default) with `train.eval_clip` (ToyWorld:
   `train.clip`, the toy CLIP; real families: off unless set);
 - `eval/oracle_accuracy` (ToyWorld): the oracle's GenEval-rule accuracy, the mean over the six tasks.
 
