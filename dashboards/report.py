@@ -211,7 +211,7 @@ def protocol_notes(results: Path, run: str) -> dict[str, tuple[str, str]]:
     if ge:
         subset = f"subset: {ge['n_prompts']} of 553 prompts" if int(ge.get("n_prompts") or 553) < 553 else ""
         detector = str(ge.get("detector") or "")
-        notes["geneval"] = (subset, "" if "mmdet" in detector else f"detector: {detector or 'unknown'}")
+        notes["geneval"] = (subset, "" if detector.startswith("mmdet") else f"detector: {detector or 'unknown'}")
     cb = _read_json(results / "compbench" / run / "summary.json") or {}
     if cb:
         per = int(cb.get("images_per_prompt") or 10)

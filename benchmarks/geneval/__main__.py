@@ -45,6 +45,7 @@ def main(argv=None) -> dict:
         with open(out / "results.jsonl", "w") as fp:
             results.to_json(fp, orient="records", lines=True)
         summary, text = summarize(results)
+        summary.update({"edition": cfg["edition"], "detector": detector.name, "scored": str(args.score_only)})
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "summary.txt").write_text(text)
     else:
