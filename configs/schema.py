@@ -456,7 +456,12 @@ EVAL = Section({
     "batch_size_metrics": 64,
     "clip_score_scale": "cosine",  # cosine (the paper's, 0.3286) | torchmetrics (100 x cosine, 32.86)
     "bootstrap": 200,             # bootstrap replicates of the 95 % intervals and paired comparisons (0: none)
-}, {"bootstrap": non_negative, "clip_score_scale": one_of("cosine", "torchmetrics"), "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
+    "protocol": "custom",         # custom (the values here) | paper (protocols/paper_protocol.py, per train.preset)
+    "protocol_teacher_guidance": None,  # paper protocol: the teachers' CFG (null: each model card's default)
+    "subset": Section({"fid_prompts": None, "diversity_prompts": None},
+                      {"fid_prompts": optional(positive), "diversity_prompts": optional(non_negative)}),
+}, {"bootstrap": non_negative, "clip_score_scale": one_of("cosine", "torchmetrics"),
+    "protocol": one_of("custom", "paper"), "protocol_teacher_guidance": optional(number(0.0)), "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
     "diversity_samples": integer(2), "batch_size": positive, "batch_size_metrics": positive,
     "metrics": list_of(one_of(*METRICS)), **SAMPLER_RULES})
 
@@ -467,6 +472,8 @@ GENEVAL = Section({
     "images_per_prompt": 4,      # the official default
     "seed": 0,
     "batch_size": 64,
+    "subset": Section({"prompts": None, "images_per_prompt": None},  # official edition: a declared, labelled subset
+                      {"prompts": optional(positive), "images_per_prompt": optional(positive)}),
     **SAMPLER,
 }, {"edition": one_of(*EDITIONS), "metadata": optional(text), "prompts_per_task": positive, "images_per_prompt": positive,
     "seed": non_negative, "batch_size": positive, **SAMPLER_RULES})
@@ -474,13 +481,15 @@ GENEVAL = Section({
 COMPBENCH = Section({
     "edition": "toy",              # toy (ToyWorld grammar + oracle) | official (val lists + real models)
     "categories": list(COMPBENCH_CATEGORIES),
-    "prompts_per_category": 16,    # toy; the official edition uses every val prompt unless set
-    "images_per_prompt": 2,        # official protocol: 10
+    "prompts_per_category": None,  # null: 16 (toy), every val prompt (official; fewer needs `subset`)
+    "images_per_prompt": None,     # null: 2 (toy), 10 (official, the protocol's; fewer needs `subset`)
     "seed": 42,
     "batch_size": 32,
+    "subset": Section({"prompts_per_category": None, "images_per_prompt": None},  # official: declared subset
+                      {"prompts_per_category": optional(positive), "images_per_prompt": optional(positive)}),
     **SAMPLER,                     # teacher (Euler, CFG) when no student is given; student steps/sampler
 }, {"edition": one_of(*EDITIONS), "categories": list_of(one_of(*COMPBENCH_CATEGORIES), min_len=1),
-    "prompts_per_category": optional(positive), "images_per_prompt": positive, "seed": non_negative,
+    "prompts_per_category": optional(positive), "images_per_prompt": optional(positive), "seed": non_negative,
     "batch_size": positive, **SAMPLER_RULES})
 
 BENCHMARKS = Section({"geneval": GENEVAL, "compbench": COMPBENCH})

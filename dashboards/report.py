@@ -48,6 +48,7 @@ from configs.params import load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
 from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
+from protocols.paper_protocol import subset_label
 from protocols.published import PREFIX, paper_family, protocol_warning, published_rows
 
 # DESIGN.md metric names of the metrics stage, in table order
@@ -209,19 +210,24 @@ def protocol_notes(results: Path, run: str) -> dict[str, tuple[str, str]]:
     notes = {}
     ge = _read_json(results / "geneval" / run / "summary.json") or {}
     if ge:
-        subset = f"subset: {ge['n_prompts']} of 553 prompts" if int(ge.get("n_prompts") or 553) < 553 else ""
+        subset = subset_label(ge.get("subset") or {}) or (
+            f"subset: {ge['n_prompts']} of 553 prompts" if int(ge.get("n_prompts") or 553) < 553 else "")
         detector = str(ge.get("detector") or "")
         notes["geneval"] = (subset, "" if detector.startswith("mmdet") else f"detector: {detector or 'unknown'}")
     cb = _read_json(results / "compbench" / run / "summary.json") or {}
     if cb:
         per = int(cb.get("images_per_prompt") or 10)
-        subset = f"{per} images per prompt (paper 10)" if per < 10 else ""
+        subset = subset_label(cb.get("subset") or {}) or (f"{per} images per prompt (paper 10)" if per < 10 else "")
         notes["compbench"] = (subset, f"judge: {cb.get('judge') or 'unknown'}" if cb.get("edition") != "official" else "")
+    meta = _read_json(results / "metrics" / run / "metrics.meta.json") or {}
+    notes["metrics"] = (subset_label(meta.get("subset") or {}), "")
     return notes
 
 
-def add_protocol_warnings(table: pd.DataFrame, results: Path) -> pd.DataFrame:
-    """`protocol_warning` of every row with a value (families with published numbers only)."""
+def add_protocol_warnings(table: pd.DataFrame, results: Path, paper: bool) -> pd.DataFrame:
+    """`protocol_warning` of every row with a value: the metrics stage's flags and a declared subset for
+    every family; for a family with published numbers also what else differs from the paper's protocol
+    (fewer images, another detector or judge)."""
     notes = {run: protocol_notes(results, run) for run in dict.fromkeys(table.run)}
     for i, row in table.iterrows():
         if row.value is None or pd.isna(row.value):
@@ -229,7 +235,8 @@ def add_protocol_warnings(table: pd.DataFrame, results: Path) -> pd.DataFrame:
         kind = row.metric.split("_")[0] if row.metric.split("_")[0] in ("geneval", "compbench") else "metrics"
         subset, tool = notes[row.run].get(kind, ("", ""))
         flag = row.protocol_warning if isinstance(row.protocol_warning, str) else ""
-        text = "; ".join(x for x in (flag, protocol_warning(row.metric, row.n_images, subset=subset, tool=tool)) if x)
+        paper_note = protocol_warning(row.metric, row.n_images, subset=subset, tool=tool) if paper else subset
+        text = "; ".join(dict.fromkeys(x for x in (flag, paper_note) if x))
         table.at[i, "protocol_warning"] = text or None
     return table
 
@@ -250,8 +257,7 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})
     table[["protocol_warning", "source"]] = table[["protocol_warning", "source"]].astype(object)
-    if paper_family(family):
-        table = add_protocol_warnings(table, results)
+    table = add_protocol_warnings(table, results, paper=paper_family(family) is not None)
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
     return add_uncertainty(table, results, draws, int(eval_seed or 0))
 

@@ -27,6 +27,7 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import text_lines, writable_folder
 from configs.schema import SCHEMA
+from protocols.paper_protocol import resolve
 from evaluate.sampling import (add_generator_arguments, generator_from_settings, render_missing,
                                reset_folder)
 from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
@@ -35,7 +36,8 @@ DEFAULTS = SCHEMA["eval"].plain_defaults()  # keys, defaults and rules: configs/
 
 
 def eval_settings(params: dict) -> dict:
-    return subsection(params, "eval")
+    """params.yaml `eval` under `eval.protocol` and its declared `subset` (protocols/paper_protocol.py)."""
+    return resolve("eval", subsection(params, "eval"), params)
 
 
 def toy_prompts(n: int, seed: int) -> list[str]:

@@ -214,7 +214,7 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     # for paired comparisons between variants (report); KID has no bootstrap (intervals.py)
     save_samples(out / "per_prompt.npz", {m: s for m, s in samples.items() if s.kind != "kid"})
     meta = {"skipped": skipped, "n_images": counts, "features": described, "flags": flags,
-            "clip_score_scale": cfg["clip_score_scale"],
+            "clip_score_scale": cfg["clip_score_scale"], "protocol": cfg["protocol"], "subset": cfg["subset"],
             "intervals": intervals, "fd_bias": biases,
             "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
                           "fd_interval": "replicate percentiles re-centred on the estimate, clipped at 0"},

@@ -20,11 +20,13 @@ from benchmarks.geneval.summary import summarize
 from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import writable_folder
+from protocols.paper_protocol import resolve
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def geneval_settings(params: dict) -> dict:
-    return subsection(params, "benchmarks.geneval")
+    """params.yaml `benchmarks.geneval` under `eval.protocol` and its declared `subset` (protocols/paper_protocol.py)."""
+    return resolve("benchmarks.geneval", subsection(params, "benchmarks.geneval"), params)
 
 
 def main(argv=None) -> dict:

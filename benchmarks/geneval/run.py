@@ -23,7 +23,9 @@ from benchmarks.geneval.detectors import Mask2FormerDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, read_metadata, toy_metadata, validate
 from protocols.geneval_rules import evaluate, filter_detections
 from benchmarks.geneval.summary import summarize
+from configs.params import ParamsError
 from configs.schema import SCHEMA
+from protocols.paper_protocol import GENEVAL_PROMPTS
 from evaluate.sampling import render_missing, reset_folder
 
 DEFAULTS = SCHEMA["benchmarks"].defaults["geneval"].plain_defaults()  # configs/schema.py
@@ -75,13 +77,34 @@ def score_layout(detector, images: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def official_metadata(cfg: dict) -> list[dict]:
+    """The official edition's prompts: the metadata file (default: GenEval's 553), or its declared subset
+    (`subset.prompts`: the first k prompts of every task, in file order); a file with fewer than 553
+    prompts is refused unless a subset is declared."""
+    metadatas = read_metadata(cfg["metadata"]) if cfg["metadata"] else read_metadata()
+    per_task = (cfg.get("subset") or {}).get("prompts")
+    if per_task:
+        seen: dict[str, int] = {}
+        kept = []
+        for meta in metadatas:
+            seen[meta["tag"]] = seen.get(meta["tag"], 0) + 1
+            if seen[meta["tag"]] <= int(per_task):
+                kept.append(meta)
+        return kept
+    if len(metadatas) < GENEVAL_PROMPTS:
+        raise ParamsError(f"benchmarks.geneval.metadata has {len(metadatas)} prompts, the official set {GENEVAL_PROMPTS}: "
+                          f"use the official file (metadata: null), or declare benchmarks.geneval.subset: {{prompts: k}} "
+                          f"(k per task) to run a subset that is labelled as one")
+    return metadatas
+
+
 def run_geneval(gen, cfg: dict, out: Path, models: dict, generator_info: dict) -> dict:
     cfg = {**DEFAULTS, **cfg}
     if cfg["edition"] == "toy":
         detector, metadatas = OracleDetector(), toy_metadata(int(cfg["prompts_per_task"]), int(cfg["seed"]))
     else:
         detector = Mask2FormerDetector(models)  # missing weights: error before any generation
-        metadatas = read_metadata(cfg["metadata"]) if cfg["metadata"] else read_metadata()
+        metadatas = official_metadata(cfg)
     out = Path(out)
     settings = {"generator": generator_info, "edition": cfg["edition"], "seed": cfg["seed"],
                 "images_per_prompt": cfg["images_per_prompt"], "prompts": [m["prompt"] for m in metadatas]}
@@ -90,7 +113,9 @@ def run_geneval(gen, cfg: dict, out: Path, models: dict, generator_info: dict) -
     with open(out / "results.jsonl", "w") as fp:
         results.to_json(fp, orient="records", lines=True)
     summary, text = summarize(results)
-    summary.update({"edition": cfg["edition"], "detector": detector.name, "generator": generator_info})
+    summary.update({"edition": cfg["edition"], "detector": detector.name, "generator": generator_info,
+                    "images_per_prompt": cfg["images_per_prompt"], "protocol": cfg.get("protocol", "custom"),
+                    "subset": cfg.get("subset") or {}})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.txt").write_text(text)
     return summary

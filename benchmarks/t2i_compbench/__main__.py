@@ -15,11 +15,13 @@ from benchmarks.t2i_compbench.run import run_compbench
 from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import writable_folder
+from protocols.paper_protocol import resolve
 from evaluate.sampling import add_generator_arguments, generator_from_settings
 
 
 def compbench_settings(params: dict) -> dict:
-    return subsection(params, "benchmarks.compbench")
+    """params.yaml `benchmarks.compbench` under `eval.protocol` and its declared `subset` (protocols/paper_protocol.py)."""
+    return resolve("benchmarks.compbench", subsection(params, "benchmarks.compbench"), params)
 
 
 def main(argv=None) -> dict:

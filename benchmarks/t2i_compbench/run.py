@@ -6,7 +6,8 @@ Layout under --out (DVC declares images/ as an out and summary.json as a metric)
   scores/<category>/vqa_result.json                 official per-image answers [{"question_id", "answer"}]
   per_prompt.csv                                    category, prompt, images, mean score
   summary.json                                      {"compbench_<category>": score, ...} + edition, judge, counts
-Per-image seeds: `seed + counter` (the official generation seeds 42 and counts up).
+Per-image seeds as the official generation (GORS_finetune/inference_eval.py): every prompt's images use
+seeds `seed`, `seed` + 1, ... (42..51 for its 10 images); the file counter runs over the category.
 """
 from __future__ import annotations
 
@@ -29,11 +30,18 @@ DEFAULTS = SCHEMA["benchmarks"].defaults["compbench"].plain_defaults()  # config
 BLIP_CATEGORIES = ("color", "shape", "texture")
 
 
+TOY_PROMPTS, TOY_IMAGES, OFFICIAL_IMAGES = 16, 2, 10  # counts when params leave them null
+
+
+def images_per_prompt(cfg: dict) -> int:
+    return int(cfg["images_per_prompt"] or (TOY_IMAGES if cfg["edition"] == "toy" else OFFICIAL_IMAGES))
+
+
 def prompts_for(cfg: dict) -> list[CompPrompt]:
     out = []
     for cat in cfg["categories"]:
         if cfg["edition"] == "toy":
-            out += toy_prompts(cat, int(cfg["prompts_per_category"]), int(cfg["seed"]))
+            out += toy_prompts(cat, int(cfg["prompts_per_category"] or TOY_PROMPTS), int(cfg["seed"]))
         else:
             out += official_prompts(cat, limit=cfg.get("prompts_per_category"))
     return out
@@ -53,8 +61,12 @@ def image_plan(prompts: list[CompPrompt], per_prompt: int) -> list[tuple[CompPro
 def generate_images(gen, cfg: dict, plan, images: Path, settings: dict) -> None:
     """Write missing images (resumable); a folder written under other settings is cleared first."""
     reset_folder(images, settings, "compbench")
-    render_missing(gen, [(images / p.category / "samples" / name, p.prompt, int(cfg["seed"]) + n) for p, n, name in plan],
-                   int(cfg["batch_size"]), "compbench images")
+    jobs, k, previous = [], 0, None
+    for p, _, name in plan:  # the official seeds: seed + k for the k-th image of every prompt (42..51)
+        k = k + 1 if p is previous else 0
+        previous = p
+        jobs.append((images / p.category / "samples" / name, p.prompt, int(cfg["seed"]) + k))
+    render_missing(gen, jobs, int(cfg["batch_size"]), "compbench images")
 
 
 def score_images(judge, plan, images: Path, edition: str) -> tuple[dict[str, list], pd.DataFrame]:
@@ -94,10 +106,11 @@ def run_compbench(gen, cfg: dict, out: Path, models: dict, generator_info: dict)
         raise ValueError(f"unknown T2I-CompBench categories {unknown}; known: {', '.join(CATEGORIES)}")
     judge = OracleJudge() if cfg["edition"] == "toy" else OfficialJudge(models)  # missing models: error before work
     prompts = prompts_for(cfg)
-    plan = image_plan(prompts, int(cfg["images_per_prompt"]))
+    n_images = images_per_prompt(cfg)
+    plan = image_plan(prompts, n_images)
     out = Path(out)
-    settings = {"generator": generator_info, "edition": cfg["edition"], "seed": cfg["seed"],
-                "images_per_prompt": cfg["images_per_prompt"], "prompts": [p.prompt for p in prompts]}
+    settings = {"generator": generator_info, "edition": cfg["edition"], "seed": cfg["seed"], "seeding": "per prompt",
+                "images_per_prompt": n_images, "prompts": [p.prompt for p in prompts]}
     generate_images(gen, cfg, plan, out / "images", settings)
     answers, frame = score_images(judge, plan, out / "images", cfg["edition"])
     summary = {f"compbench_{cat}": category_score([a["answer"] for a in answers[cat]]) for cat in cfg["categories"]}
@@ -107,8 +120,10 @@ def run_compbench(gen, cfg: dict, out: Path, models: dict, generator_info: dict)
     per_prompt = frame.groupby(["category", "prompt"], sort=False).agg(images=("score", "size"),
                                                                         score=("score", "mean")).reset_index()
     per_prompt.to_csv(out / "per_prompt.csv", index=False)
-    summary.update({"n_images": len(plan), "edition": cfg["edition"], "judge": judge.name,
-                    "images_per_prompt": cfg["images_per_prompt"], "generator": generator_info})
+    summary.update({"n_images": len(plan), "n_prompts": len(prompts), "edition": cfg["edition"], "judge": judge.name,
+                    "images_per_prompt": n_images, "seeds": f"{cfg['seed']}..{int(cfg['seed']) + n_images - 1} per prompt",
+                    "protocol": cfg.get("protocol", "custom"), "subset": cfg.get("subset") or {},
+                    "generator": generator_info})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
