@@ -84,6 +84,16 @@ else:
     st.download_button("Download results (CSV)", pd.concat([table, published]).to_csv(index=False).encode(), file_name="summary.csv",
                        mime="text/csv")
 
+    records = R.provenance_table(loc)
+    with st.expander(f"Provenance ({len(records)} records: N, prompt set, samplers, model sha256, packages)",
+                     expanded=False):
+        if records.empty:
+            st.info("No results/provenance.json yet (the report stage writes it).")
+        else:
+            st.dataframe(records, hide_index=True, width="stretch")
+            st.caption("Each value's `provenance` in summary.csv is the id of its record here (results/provenance.json "
+                       "has the full records).")
+
     st.header("Published numbers (SenseFlow paper)")
     view = R.published_view(table, published, order)
     if view.empty:

@@ -13,6 +13,9 @@ and writes
                          metric, the value the mean over the training seeds, `seed` the seeds it
                          averages; empty value + reason when a metric did not run)
   results/summary_by_seed.csv  the same columns, one row per variant x seed x metric
+  results/provenance.json      per run and stage, what its numbers were computed from (N, prompt-set hash,
+                         samplers and guidance, model sha256, packages, detectors); `provenance` in
+                         summary.csv is the record's id
   results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
   results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
   results/along_training.csv / .md  the metrics along training (variant, seed, step, metric, value);
@@ -60,7 +63,7 @@ COMPBENCH_CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "
 COMPBENCH = [f"compbench_{c}" for c in COMPBENCH_CATEGORIES]
 LOWER_IS_BETTER = {"fid_t", "patch_fid_t", "kid_t", "fid", "fd_t_toyworld", "fd_t_dinov2"}
 COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed", "revision", "ci_low", "ci_high",
-           "n_seeds", "p_vs_full", "fd_bias", "seed_std", "protocol_warning", "source"]
+           "n_seeds", "p_vs_full", "fd_bias", "seed_std", "protocol_warning", "source", "provenance"]
 ALONG_TRAINING = ["eval/fd_t_toyworld", "eval/fid_t", "eval/clip_score", "eval/oracle_accuracy"]  # DESIGN.md keys
 SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
 
@@ -105,7 +108,8 @@ def metric_rows(results: Path, variant: str) -> list[dict]:
         reason = "" if v is not None else str(skipped.get(m) or ("not computed" if m in values else "not run"))
         rows.append({"metric": m, "value": v, "n_images": counts.get(m), "reason": reason,
                      "protocol_warning": flags.get(m) or None,
-                     "source": described.get(m) if v is not None else None})
+                     "source": described.get(m) if v is not None else None,
+                     "provenance": (meta.get("provenance") or {}).get("id") if v is not None else None})
     return rows
 
 
@@ -118,7 +122,8 @@ def summary_rows(path: Path, names: list[str]) -> list[dict]:
     rows = []
     for m in names + sorted(k for k in data if k not in names and k.startswith(names[0].split("_")[0] + "_")):
         v = _number(data.get(m))
-        rows.append({"metric": m, "value": v, "n_images": n, "reason": "" if v is not None else "not computed"})
+        rows.append({"metric": m, "value": v, "n_images": n, "reason": "" if v is not None else "not computed",
+                     "provenance": data.get("provenance_id") if v is not None else None})
     return rows
 
 
@@ -256,7 +261,7 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})
-    table[["protocol_warning", "source"]] = table[["protocol_warning", "source"]].astype(object)
+    table[["protocol_warning", "source", "provenance"]] = table[["protocol_warning", "source", "provenance"]].astype(object)
     table = add_protocol_warnings(table, results, paper=paper_family(family) is not None)
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
     return add_uncertainty(table, results, draws, int(eval_seed or 0))
@@ -305,7 +310,7 @@ def with_published(table: pd.DataFrame, family: str) -> pd.DataFrame:
     if not rows:
         return table
     revision = table.revision.iloc[0] if len(table) else None
-    text = {"protocol_warning": object, "source": object}
+    text = {"protocol_warning": object, "source": object, "provenance": object}
     extra = pd.DataFrame([{**r, "revision": revision} for r in rows], columns=COLUMNS).astype(text)
     dtypes = {**table.dtypes.to_dict(), **text}
     return pd.concat([table.astype(text), extra.astype(dtypes)], ignore_index=True)
@@ -548,6 +553,23 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     return "\n".join(body)
 
 
+def provenance_records(params: dict, results: Path) -> dict:
+    """{run: {"metrics" | "geneval" | "compbench": the stage's provenance record}} (protocols/provenance.py)."""
+    out = {}
+    for run in ["teacher"] + [r for _, _, r in pipeline_runs(params)]:
+        records = {}
+        meta = _read_json(results / "metrics" / run / "metrics.meta.json") or {}
+        if meta.get("provenance"):
+            records["metrics"] = meta["provenance"]
+        for name in ("geneval", "compbench"):
+            record = _read_json(results / name / run / "provenance.json")
+            if record:
+                records[name] = record
+        if records:
+            out[run] = records
+    return out
+
+
 def write_report(params_path: str | Path, results: str | Path, out: str | Path,
                  revision: str | None = None) -> pd.DataFrame:
     params = load_params(params_path)
@@ -562,6 +584,7 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
     by_seed.drop(columns="run").to_csv(out / "summary_by_seed.csv", index=False)
+    (out / "provenance.json").write_text(json.dumps(provenance_records(params, results), indent=2) + "\n")
     (out / "ablation.md").write_text(ablation_markdown(table, variants) + published_markdown(table, variants, family))
     (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
     curves.to_csv(out / "along_training.csv", index=False)

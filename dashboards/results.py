@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.params import ParamsError, load_params
+from protocols.provenance import short_models
 from protocols.published import PREFIX, load_published
 from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
                                ablation_markdown, best_by_metric, clip_label, results_table)
@@ -357,6 +358,36 @@ def clip_scale(table: pd.DataFrame) -> str:
     return "100 x cosine" if clip_label(table).startswith("CLIP (100") else "cosine"
 
 
+def provenance_table(loc: Locations) -> pd.DataFrame:
+    """One row per run and stage of results/provenance.json: what its numbers rest on."""
+    data = {}
+    try:
+        data = json.loads((loc.results / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return pd.DataFrame()
+    rows = []
+    for run, stages in (data or {}).items():
+        for stage, rec in stages.items():
+            student = rec.get("student") or rec.get("generator") or {}
+            teacher = rec.get("teacher") or {}
+            packages = rec.get("packages") or {}
+            rows.append({
+                "run": run, "stage": stage, "id": rec.get("id"),
+                "N": json.dumps(rec.get("n_images")) if isinstance(rec.get("n_images"), dict) else rec.get("n_images"),
+                "prompt set": f"{(rec.get('prompt_set') or {}).get('n')} prompts, sha256 "
+                              f"{str((rec.get('prompt_set') or {}).get('sha256'))[:12]}",
+                "sampling": f"{student.get('sampler')} {student.get('steps')} steps, CFG {student.get('guidance_scale')}",
+                "teacher reference": (f"{teacher.get('sampler')} {teacher.get('steps')} steps, CFG "
+                                      f"{teacher.get('guidance_scale')}" if teacher else "—"),
+                "detector / judge": rec.get("detector") or rec.get("judge") or "; ".join(
+                    f"{k}: {v}" for k, v in (rec.get("features") or {}).items()),
+                "protocol": rec.get("protocol"), "subset": json.dumps(rec.get("subset") or {}),
+                "models (sha256)": "; ".join(f"{k}: {v}" for k, v in short_models(rec.get("models") or {}).items()),
+                "packages": ", ".join(f"{k} {packages[k]}" for k in ("torch", "diffusers", "transformers", "clean-fid")
+                                      if k in packages)})
+    return pd.DataFrame(rows)
+
+
 def split_published(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the user's rows, the paper's rows `published:<method>`) of summary.csv: the variant tables, bests
     and charts read only the first; the published section sets the second beside it."""
@@ -397,4 +428,4 @@ def label(variant: str) -> str:
 __all__ = ["seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
            "geneval_frame", "label", "load_curves", "load_table", "sample_images", "sample_prompts", "skipped",
            "variant_order", "wide_table", "split_published", "published_view", "paper_tables",
-           "protocol_warnings", "clip_scale"]
+           "protocol_warnings", "clip_scale", "provenance_table"]

@@ -47,6 +47,8 @@ from evaluate.generate import eval_settings
 from evaluate.intervals import LEVEL, MetricSample, save_samples
 from evaluate.sample_folder import check_aligned, read_samples
 from measures.weights import MissingWeights, model_path
+from configs.schema import MODEL_KEYS
+from protocols.provenance import model_hashes, prompt_set_hash, provenance
 
 KNOWN = ["fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
          "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
@@ -175,9 +177,32 @@ def compute(name: str, model, student, teacher, batch: int, cache: dict | None =
     return MetricSample("mean", np.asarray(scores, np.float64), prompts), len(fid_s)
 
 
+def generation_record(folder: str | Path) -> dict:
+    """The `generator` block of a sample folder's generation.json (steps, sampler, guidance, source)."""
+    try:
+        return json.loads((Path(folder) / "generation.json").read_text()).get("generator") or {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def metrics_provenance(params: dict, cfg: dict, student, teacher, samples_dir, reference, counts: dict,
+                       described: dict) -> dict:
+    """protocols/provenance.py's record of this run of the stage."""
+    models = params.get("models") or {}
+    gen_s, gen_t = generation_record(samples_dir), generation_record(reference)
+    fid_rows = student.group("fid")
+    student_source = gen_s.get("source") if gen_s.get("source") not in (None, "teacher") else None
+    paths = {k: models.get(k) for k in MODEL_KEYS if models.get(k)}
+    paths.update({"teacher": (params.get("train") or {}).get("teacher"), "student": student_source})
+    return provenance(n_images=counts, prompt_set={"n": len(fid_rows), "sha256": prompt_set_hash(
+        [student.rows[i]["prompt"] for i in fid_rows])}, student=gen_s, teacher=gen_t, features=described,
+        protocol=cfg["protocol"], subset=cfg["subset"], models=model_hashes(paths))
+
+
 def run_metrics(params_path: str, samples: str, reference: str, out: str, family: str = "toy",
                 device: str = "cpu") -> dict:
     params = load_params(params_path)
+    samples_dir = samples
     cfg = eval_settings(params)
     models = params.get("models") or {}
     student, teacher = read_samples(samples), read_samples(reference)
@@ -215,11 +240,12 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     save_samples(out / "per_prompt.npz", {m: s for m, s in samples.items() if s.kind != "kid"})
     meta = {"skipped": skipped, "n_images": counts, "features": described, "flags": flags,
             "clip_score_scale": cfg["clip_score_scale"], "protocol": cfg["protocol"], "subset": cfg["subset"],
+            "provenance": metrics_provenance(params, cfg, student, teacher, samples_dir, reference, counts, described),
             "intervals": intervals, "fd_bias": biases,
             "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
                           "fd_interval": "replicate percentiles re-centred on the estimate, clipped at 0"},
             "models": {k: v for k, v in models.items()}, "family": family,
-            "samples": str(samples), "reference": str(reference),
+            "samples": str(samples_dir), "reference": str(reference),
             "seeds": {"eval.seed": cfg["seed"], "first": student.rows[0]["seed"], "images": len(student.rows)}}
     (out / "metrics.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {"values": values, "meta": meta}

@@ -6,6 +6,7 @@ Layout under --out:
   images/generation.json                    generation settings (resume check)
   results.jsonl                             per image, the official evaluate_images.py record
   summary.json, summary.txt                 numbers, and the official summary printout
+  provenance.json                           protocols/provenance.py's record (its id in summary.json)
 Per-image seed: `seed + 1000 * index + k`.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from benchmarks.geneval.summary import summarize
 from configs.params import ParamsError
 from configs.schema import SCHEMA
 from protocols.paper_protocol import GENEVAL_PROMPTS
+from protocols.provenance import model_hashes, prompt_set_hash, provenance
 from evaluate.sampling import render_missing, reset_folder
 
 DEFAULTS = SCHEMA["benchmarks"].defaults["geneval"].plain_defaults()  # configs/schema.py
@@ -116,6 +118,14 @@ def run_geneval(gen, cfg: dict, out: Path, models: dict, generator_info: dict) -
     summary.update({"edition": cfg["edition"], "detector": detector.name, "generator": generator_info,
                     "images_per_prompt": cfg["images_per_prompt"], "protocol": cfg.get("protocol", "custom"),
                     "subset": cfg.get("subset") or {}})
+    record = provenance(
+        n_images=summary.get("n_images"), prompt_set={"n": len(metadatas), "sha256": prompt_set_hash(
+            [m["prompt"] for m in metadatas])}, generator=generator_info, detector=detector.name,
+        edition=cfg["edition"], protocol=summary["protocol"], subset=summary["subset"],
+        models=model_hashes({k: models.get(k) for k in ("geneval_detector", "geneval_clip")}
+                            if cfg["edition"] == "official" else {}))
+    summary["provenance_id"] = record["id"]  # the record itself: provenance.json (not a DVC metric)
+    (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.txt").write_text(text)
     return summary

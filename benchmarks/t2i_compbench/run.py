@@ -6,6 +6,7 @@ Layout under --out (DVC declares images/ as an out and summary.json as a metric)
   scores/<category>/vqa_result.json                 official per-image answers [{"question_id", "answer"}]
   per_prompt.csv                                    category, prompt, images, mean score
   summary.json                                      {"compbench_<category>": score, ...} + edition, judge, counts
+  provenance.json                                   protocols/provenance.py's record (id in summary.json)
 Per-image seeds as the official generation (GORS_finetune/inference_eval.py): every prompt's images use
 seeds `seed`, `seed` + 1, ... (42..51 for its 10 images); the file counter runs over the category.
 """
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from benchmarks.t2i_compbench.judges import OfficialJudge, OracleJudge
 from benchmarks.t2i_compbench.prompts import CATEGORIES, CompPrompt, complex_subsets, official_prompts, toy_prompts
 from configs.schema import SCHEMA
+from protocols.provenance import model_hashes, prompt_set_hash, provenance
 from evaluate.sampling import render_missing, reset_folder
 from benchmarks.t2i_compbench.scoring import (attribute_image_score, blip_answer, category_score, complex_kind,
                                               spatial_image_score, spatial_relation, three_in_one)
@@ -124,6 +126,14 @@ def run_compbench(gen, cfg: dict, out: Path, models: dict, generator_info: dict)
                     "images_per_prompt": n_images, "seeds": f"{cfg['seed']}..{int(cfg['seed']) + n_images - 1} per prompt",
                     "protocol": cfg.get("protocol", "custom"), "subset": cfg.get("subset") or {},
                     "generator": generator_info})
+    record = provenance(
+        n_images=len(plan), prompt_set={"n": len(prompts), "sha256": prompt_set_hash([p.prompt for p in prompts])},
+        generator=generator_info, judge=judge.name, edition=cfg["edition"], seeds=summary["seeds"],
+        protocol=summary["protocol"], subset=summary["subset"],
+        models=model_hashes({k: models.get(k) for k in ("compbench_blip_vqa", "compbench_detector", "compbench_spacy",
+                                                        "clip_vit_b32")} if cfg["edition"] == "official" else {}))
+    summary["provenance_id"] = record["id"]  # the record itself: provenance.json (not a DVC metric)
+    (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
