@@ -240,7 +240,7 @@ def check(section: Section, values, where: str, allow_null: bool = False) -> tup
 TOY_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr",  # GenEval tasks
              "color", "shape", "texture", "spatial", "non_spatial", "complex")  # CompBench categories
 COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
-METRICS = ("fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+METRICS = ("fid_t", "patch_fid_t", "kid_t", "fid", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
            "imagereward", "aesv2", "lpips_diversity", "clip_diversity")
 SAMPLERS = ("stochastic", "euler")
 EDITIONS = ("toy", "official")
@@ -447,6 +447,7 @@ SAMPLER_RULES = {"teacher_steps": positive, "teacher_guidance": number(0.0), "st
 EVAL = Section({
     "seed": 0,
     "prompt_file": None,          # real runs: one prompt per line (first fid_prompts + diversity_prompts used)
+    "real_images": None,          # `fid` against real images: COCO-5K's coco5k.jsonl (python -m evaluate.coco5k) or a folder
     "fid_prompts": 384,
     "diversity_prompts": 8,
     "diversity_samples": 16,
@@ -461,7 +462,7 @@ EVAL = Section({
     "subset": Section({"fid_prompts": None, "diversity_prompts": None},
                       {"fid_prompts": optional(positive), "diversity_prompts": optional(non_negative)}),
 }, {"bootstrap": non_negative, "clip_score_scale": one_of("cosine", "torchmetrics"),
-    "protocol": one_of("custom", "paper"), "protocol_teacher_guidance": optional(number(0.0)), "seed": non_negative, "prompt_file": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
+    "protocol": one_of("custom", "paper"), "protocol_teacher_guidance": optional(number(0.0)), "seed": non_negative, "prompt_file": optional(text), "real_images": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
     "diversity_samples": integer(2), "batch_size": positive, "batch_size_metrics": positive,
     "metrics": list_of(one_of(*METRICS)), **SAMPLER_RULES})
 

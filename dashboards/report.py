@@ -55,7 +55,7 @@ from protocols.paper_protocol import subset_label
 from protocols.published import PREFIX, paper_family, protocol_warning, published_rows
 
 # DESIGN.md metric names of the metrics stage, in table order
-METRICS = ["fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+METRICS = ["fid_t", "patch_fid_t", "kid_t", "fid", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
            "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
 GENEVAL_TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 GENEVAL = ["geneval_overall"] + [f"geneval_{t}" for t in GENEVAL_TASKS]

@@ -45,12 +45,13 @@ from measures.frechet import Dinov2Features, InceptionFeatures, comparability
 from measures.clip_score import ClipScorer
 from evaluate.generate import eval_settings
 from evaluate.intervals import LEVEL, MetricSample, save_samples
+from evaluate.reference_features import METRIC_REFERENCE, ReferenceLookup
 from evaluate.sample_folder import check_aligned, read_samples
 from measures.weights import MissingWeights, model_path
 from configs.schema import MODEL_KEYS
 from protocols.provenance import model_hashes, prompt_set_hash, provenance
 
-KNOWN = ["fid_t", "patch_fid_t", "kid_t", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
+KNOWN = ["fid_t", "patch_fid_t", "kid_t", "fid", "fd_t_toyworld", "fd_t_dinov2", "clip_score", "hpsv2", "pickscore",
          "imagereward", "aesv2", "lpips_diversity", "clip_diversity"]
 REWARDS = {"hpsv2": "evaluate.hpsv2", "pickscore": "evaluate.pickscore", "imagereward": "evaluate.imagereward",
            "aesv2": "evaluate.aesthetic"}
@@ -89,12 +90,13 @@ def load_models(metrics: list[str], models: dict, family: str, device: str,
             skipped[name] = str(e)
 
     for name in metrics:
-        if name in ("fid_t", "patch_fid_t", "kid_t"):
+        if name in ("fid_t", "patch_fid_t", "kid_t", "fid"):
             attempt(name, lambda: loaded.get("fid_t") or loaded.get("patch_fid_t") or loaded.get("kid_t")
-                    or InceptionFeatures(models, device))
+                    or loaded.get("fid") or InceptionFeatures(models, device))
             described[name] = "Inception-v3 (clean-fid TorchScript, clean resize)" + (
                 "; centre 299x299 crop at native resolution" if name == "patch_fid_t" else
-                "; KID: clean-fid kernel_distance, 100 subsets of min(N, 1000), seed 0" if name == "kid_t" else "")
+                "; KID: clean-fid kernel_distance, 100 subsets of min(N, 1000), seed 0" if name == "kid_t" else
+                "; against real images (eval.real_images)" if name == "fid" else "")
         elif name == "fd_t_toyworld":
             def toy():
                 if family != "toy":
@@ -133,9 +135,11 @@ def load_models(metrics: list[str], models: dict, family: str, device: str,
     return loaded, skipped, described
 
 
-def compute(name: str, model, student, teacher, batch: int, cache: dict | None = None) -> tuple[MetricSample, int]:
+def compute(name: str, model, student, teacher, batch: int, cache: dict | None = None,
+            refs: ReferenceLookup | None = None) -> tuple[MetricSample, int]:
     """(what the value is computed from, number of images used); the value is `sample.value()`. `cache`
-    keeps feature sets between metrics of one extractor (fid_t and kid_t share Inception's)."""
+    keeps feature sets between metrics of one extractor (fid_t and kid_t share Inception's); `refs`
+    gives the reference sets' features from the `reference` stage when they match."""
     fid_s, fid_t = student.group("fid"), teacher.group("fid")
     prompts = np.array([student.rows[i]["prompt_index"] for i in fid_s])
     cache = {} if cache is None else cache
@@ -143,19 +147,28 @@ def compute(name: str, model, student, teacher, batch: int, cache: dict | None =
     def features(side, rows, images):
         key = (id(model), side)
         if key not in cache:
-            cache[key] = model(images.load(rows), batch)
+            if side == "teacher" and refs is not None:
+                cache[key] = refs.teacher(METRIC_REFERENCE[name][1], len(rows), lambda: model(images.load(rows), batch))
+            else:
+                cache[key] = model(images.load(rows), batch)
         return cache[key]
 
     if name in ("fid_t", "fd_t_toyworld", "fd_t_dinov2", "kid_t"):
         kind = "kid" if name == "kid_t" else "fd"
         return MetricSample(kind, features("student", fid_s, student), prompts,
                             features("teacher", fid_t, teacher)), len(fid_s)
+    if name == "fid":
+        if refs is None or not refs.real_spec:
+            raise Skip("no real reference images: eval.real_images is not set (COCO-5K: python -m evaluate.coco5k)")
+        real = refs.real("inception", len(fid_s), model, batch)
+        return MetricSample("fd", features("student", fid_s, student), prompts, real), len(fid_s)
     if name == "patch_fid_t":
         imgs_s = student.load(fid_s)
         if min(imgs_s.shape[1:3]) < 299:
             raise Skip(f"images are {imgs_s.shape[2]}x{imgs_s.shape[1]} px; patch FID needs a 299x299 native crop")
-        return MetricSample("fd", model.patches(imgs_s, batch), prompts,
-                            model.patches(teacher.load(fid_t), batch)), len(fid_s)
+        reference = (refs.teacher("inception_patch", len(fid_t), lambda: model.patches(teacher.load(fid_t), batch))
+                     if refs is not None else model.patches(teacher.load(fid_t), batch))
+        return MetricSample("fd", model.patches(imgs_s, batch), prompts, reference), len(fid_s)
     if name == "clip_score":
         scores = model.per_image(student.load(fid_s), [student.rows[i]["prompt"] for i in fid_s])
         return MetricSample("mean", scores, prompts, floor=0.0), len(fid_s)
@@ -200,7 +213,7 @@ def metrics_provenance(params: dict, cfg: dict, student, teacher, samples_dir, r
 
 
 def run_metrics(params_path: str, samples: str, reference: str, out: str, family: str = "toy",
-                device: str = "cpu") -> dict:
+                device: str = "cpu", reference_features: str | None = None) -> dict:
     params = load_params(params_path)
     samples_dir = samples
     cfg = eval_settings(params)
@@ -218,10 +231,11 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     draws = int(cfg["bootstrap"])
     flags: dict[str, str] = {}  # metric -> why it is not comparable with published values
     cache: dict = {}
+    refs = ReferenceLookup(reference_features, models, reference, cfg.get("real_images"))
     for name in tqdm(list(loaded), desc="metrics", unit="metric"):
         try:
             samples[name], counts[name] = compute(name, loaded[name], student, teacher, int(cfg["batch_size_metrics"]),
-                                                  cache)
+                                                  cache, refs)
         except Skip as e:
             skipped[name] = str(e)
             continue
@@ -240,6 +254,7 @@ def run_metrics(params_path: str, samples: str, reference: str, out: str, family
     save_samples(out / "per_prompt.npz", {m: s for m, s in samples.items() if s.kind != "kid"})
     meta = {"skipped": skipped, "n_images": counts, "features": described, "flags": flags,
             "clip_score_scale": cfg["clip_score_scale"], "protocol": cfg["protocol"], "subset": cfg["subset"],
+            "reference_features": refs.used,
             "provenance": metrics_provenance(params, cfg, student, teacher, samples_dir, reference, counts, described),
             "intervals": intervals, "fd_bias": biases,
             "bootstrap": {"draws": draws, "level": LEVEL, "unit": "prompt",
@@ -259,8 +274,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--reference", required=True, help="the teacher's samples (same prompts and seeds)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--reference-features", default=None,
+                    help="the reference stage's folder (results/reference): teacher / real-image features reused "
+                         "when their key matches")
     args = ap.parse_args(argv)
-    result = run_metrics(args.params, args.samples, args.reference, args.out, args.family, args.device)
+    result = run_metrics(args.params, args.samples, args.reference, args.out, args.family, args.device,
+                         args.reference_features)
     for k, v in result["values"].items():
         print(f"{k:>16}: {'skipped (' + result['meta']['skipped'].get(k, '') + ')' if v is None else f'{v:.4f}'}")
     return result

@@ -2,7 +2,8 @@
 flux or sdxl) sets what SenseFlow's Tab. 1, 4 and 5 were computed on, over params.yaml's values:
 
   eval                    COCO-5K prompts (`eval.prompt_file`: data/coco5k/prompts.txt, built by
-                          `python -m evaluate.coco5k`), N = 5,000 (`fid_prompts`); the teacher reference
+                          `python -m evaluate.coco5k`) and its real images for `fid` (`real_images`),
+                          N = 5,000 (`fid_prompts`); the teacher reference
                           at the paper's NFE with the teacher's guidance (below); the student at 4 steps
   benchmarks.geneval      official edition, GenEval's 553 prompts x 4 images
   benchmarks.compbench    official edition, every val prompt (300 per category) x 10 images, seeds 42..51
@@ -27,6 +28,7 @@ from configs.params import ParamsError
 
 PROTOCOLS = ("custom", "paper")
 COCO5K_PROMPTS = "data/coco5k/prompts.txt"
+COCO5K_REAL = "data/coco5k/coco5k.jsonl"  # the real images of the same 5,000 rows, for `fid`
 # preset -> (teacher Euler steps, teacher guidance, the paper's NFE)
 TEACHER = {"sd35_large": (40, 3.5, 80), "flux": (50, 3.5, 50), "sdxl": (40, 5.0, 80)}
 GENEVAL_PROMPTS, GENEVAL_IMAGES = 553, 4
@@ -45,7 +47,7 @@ def protocol_values(section: str, preset: str | None, guidance_override: float |
     steps, guidance, _ = TEACHER[preset]
     guidance = float(guidance if guidance_override is None else guidance_override)
     if section == "eval":
-        return {"prompt_file": COCO5K_PROMPTS, "fid_prompts": 5000, "teacher_steps": steps,
+        return {"prompt_file": COCO5K_PROMPTS, "real_images": COCO5K_REAL, "fid_prompts": 5000, "teacher_steps": steps,
                 "teacher_guidance": guidance, "student_steps": 4}
     if section == "benchmarks.geneval":
         return {"edition": "official", "metadata": None, "images_per_prompt": GENEVAL_IMAGES,

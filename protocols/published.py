@@ -37,6 +37,7 @@ class PaperProtocol:
 COCO5K = PaperProtocol(5000, "COCO-5K (COCO 2017 val, one caption per image)", "")
 PAPER_PROTOCOL = {
     "fid_t": PaperProtocol(5000, COCO5K.prompts, "clean-fid Inception-v3 against the teacher's samples"),
+    "fid": PaperProtocol(5000, COCO5K.prompts, "clean-fid Inception-v3 against the COCO-5K images (Fig. 11)"),
     "patch_fid_t": PaperProtocol(5000, COCO5K.prompts, "clean-fid Inception-v3 on 299 px patches, against the teacher"),
     "clip_score": PaperProtocol(5000, COCO5K.prompts, "CLIP cosine similarity (not x 100)"),
     "hpsv2": PaperProtocol(5000, COCO5K.prompts, "HPSv2"),
