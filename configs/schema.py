@@ -486,11 +486,13 @@ COMPBENCH = Section({
     "images_per_prompt": None,     # null: 2 (toy), 10 (official, the protocol's; fewer needs `subset`)
     "seed": 42,
     "batch_size": 32,
+    "detector_threshold": None,    # official spatial detector's score threshold (null: 0.5 closed-set, 0.1 OWLv2)
     "subset": Section({"prompts_per_category": None, "images_per_prompt": None},  # official: declared subset
                       {"prompts_per_category": optional(positive), "images_per_prompt": optional(positive)}),
     **SAMPLER,                     # teacher (Euler, CFG) when no student is given; student steps/sampler
 }, {"edition": one_of(*EDITIONS), "categories": list_of(one_of(*COMPBENCH_CATEGORIES), min_len=1),
     "prompts_per_category": optional(positive), "images_per_prompt": optional(positive), "seed": non_negative,
+    "detector_threshold": optional(number(0.0, 1.0)),
     "batch_size": positive, **SAMPLER_RULES})
 
 BENCHMARKS = Section({"geneval": GENEVAL, "compbench": COMPBENCH})

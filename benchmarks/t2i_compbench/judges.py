@@ -15,11 +15,23 @@ judge colour equality reliably, see results/encoders/encoders.json; this replace
 
 `OfficialJudge` (real runs): BLIP-VQA (transformers BlipForQuestionAnswering from
 `models.compbench_blip_vqa`, the HF conversion of Salesforce's model_base_vqa_capfilt_large), an
-object detector from `models.compbench_detector` (any transformers AutoModelForObjectDetection;
-the official UniDet RS200 with its 722 classes has no transformers port: class vocabulary and
-boxes differ, so spatial numbers are not identical to the official ones), CLIP ViT-B/32 from
+object detector from `models.compbench_detector`, CLIP ViT-B/32 from
 `models.clip_vit_b32`, and spaCy `en_core_web_sm` (`models.compbench_spacy`, a local package or
 folder) for noun chunks and nouns exactly as the official scripts parse prompts.
+
+The spatial detector. The official UniDet RS200 (722 classes) has no transformers port. An
+open-vocabulary detector (OWLv2 / OWL-ViT folder, recommended: google/owlv2-base-patch16-ensemble) is
+queried with the prompt's two nouns ("a photo of a <noun>"), so every prompt can score; a closed-set
+detector (any AutoModelForObjectDetection, e.g. COCO's 80 classes) only finds nouns in its label set
+(about 90 of the 300 spatial_val prompts have both). The detector's kind, folder and score threshold
+(`benchmarks.compbench.detector_threshold`; null: UniDet's 0.5 for closed-set, OWL-ViT's 0.1 for
+open-vocabulary) are in the judge's name, so they go with every number. Detector scores enter the
+official per-image score (0.25 s1 + 0.25 s2 + position / 2), so another detector's calibration moves
+the numbers: compare spatial scores only within one detector. To run the official UniDet script on
+our images (official layout, `images/<category>/samples/<prompt>_<n>.png`) in its own environment
+(the T2I-CompBench repository's UniDet_eval setup): `cd T2I-CompBench/UniDet_eval && python
+2D_spatial_eval.py --outpath <run>/images/spatial` (and `--complex True --outpath
+<run>/images/complex`); it writes `<outpath>/labels/annotation_obj_detection_2d/vqa_result.json`.
 """
 from __future__ import annotations
 
@@ -36,6 +48,8 @@ from toyworld.oracle import detect
 from toyworld.world import PromptSpec, Requirement
 
 NOUN_PHRASE_SKIP = {"top", "the side", "the left", "the right"}   # BLIP_vqa.py
+OPEN_VOCABULARY = ("owlv2", "owlvit")     # detector model types queried with the prompt's nouns
+CLOSED_SET_THRESHOLD, OPEN_VOCABULARY_THRESHOLD = 0.5, 0.1
 COMPLEX_PREPOSITIONS = ["on top of", "on bottom of", "on the left", "on the right", "next to", "on side of", "near"]
 
 
@@ -107,27 +121,68 @@ def load_spacy(path: str | Path | None):
                            f"models.compbench_spacy to its folder") from None
 
 
+def model_type(folder: str | Path) -> str:
+    """The `model_type` of a transformers model folder's config.json ("" when unreadable)."""
+    try:
+        import json
+        return str(json.loads((Path(folder) / "config.json").read_text()).get("model_type") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+@torch.no_grad()
+def open_vocabulary_detections(model, processor, pil: Image.Image, names: list[str], threshold: float,
+                               device: str = "cpu") -> list[tuple[str, Box, float]]:
+    """OWLv2 / OWL-ViT queried with "a photo of a <name>" for each name: (name, box in `pil`'s pixel
+    frame, score), descending score. OWLv2 pads the image to a square at the bottom / right, so its
+    boxes are scaled to the padded square's side."""
+    if not names:
+        return []
+    inputs = processor(text=[[f"a photo of a {n}" for n in names]], images=pil, padding=True, truncation=True,
+                       return_tensors="pt").to(device)
+    out = model(**inputs)
+    side = max(pil.width, pil.height)
+    target = (side, side) if getattr(model.config, "model_type", "") == "owlv2" else (pil.height, pil.width)
+    res = processor.image_processor.post_process_object_detection(out, threshold=threshold,
+                                                                  target_sizes=torch.tensor([target]))[0]
+    order = torch.argsort(res["scores"], descending=True, stable=True)  # ties: patch order
+    return [(names[int(res["labels"][i])], Box(*map(float, res["boxes"][i].tolist())), float(res["scores"][i]))
+            for i in order]
+
+
 class OfficialJudge:
     """BLIP-VQA + detector + CLIP ViT-B/32 + spaCy, each from a local path."""
 
-    name = "official models"
+    name = "official models"  # replaced per instance by the models it runs (the detector named)
 
-    def __init__(self, models: dict, device: str = "cpu"):
+    def __init__(self, models: dict, device: str = "cpu", threshold: float | None = None):
         from transformers import (AutoImageProcessor, AutoModelForObjectDetection, AutoProcessor,
                                   BlipForQuestionAnswering, CLIPModel, CLIPProcessor)
 
         blip = require_model(models.get("compbench_blip_vqa"), "BLIP-VQA (BlipForQuestionAnswering)",
                              "https://huggingface.co/Salesforce/blip-vqa-capfilt-large")
-        det = require_model(models.get("compbench_detector"), "an object detector (AutoModelForObjectDetection)",
-                            "e.g. https://huggingface.co/facebook/detr-resnet-50 (official: UniDet RS200)")
+        det = require_model(models.get("compbench_detector"), "an object detector (OWLv2 / OWL-ViT, or any "
+                            "AutoModelForObjectDetection)", "https://huggingface.co/google/owlv2-base-patch16-ensemble "
+                            "(official: UniDet RS200, no transformers port)")
         clip = require_model(models.get("clip_vit_b32"), "CLIP ViT-B/32",
                              "https://huggingface.co/openai/clip-vit-base-patch32")
         self.nlp = load_spacy(models.get("compbench_spacy"))
         self.device = device
         self.blip = BlipForQuestionAnswering.from_pretrained(blip).to(device).eval()
         self.blip_processor = AutoProcessor.from_pretrained(blip)
-        self.detector = AutoModelForObjectDetection.from_pretrained(det).to(device).eval()
-        self.detector_processor = AutoImageProcessor.from_pretrained(det)
+        self.detector_kind = model_type(det)
+        self.open_vocabulary = self.detector_kind in OPEN_VOCABULARY
+        if self.open_vocabulary:
+            from transformers import AutoModelForZeroShotObjectDetection
+            self.detector = AutoModelForZeroShotObjectDetection.from_pretrained(det).to(device).eval()
+            self.detector_processor = AutoProcessor.from_pretrained(det)
+        else:
+            self.detector = AutoModelForObjectDetection.from_pretrained(det).to(device).eval()
+            self.detector_processor = AutoImageProcessor.from_pretrained(det)
+        self.threshold = float(threshold if threshold is not None else
+                               OPEN_VOCABULARY_THRESHOLD if self.open_vocabulary else CLOSED_SET_THRESHOLD)
+        self.name = (f"BLIP-VQA + {'open-vocabulary' if self.open_vocabulary else 'closed-set'} detector "
+                     f"{self.detector_kind} ({Path(det).name}, threshold {self.threshold:g}) + CLIP ViT-B/32")
         self.clip = CLIPModel.from_pretrained(clip).to(device).eval()
         self.clip_processor = CLIPProcessor.from_pretrained(clip)
         tok = self.blip_processor.tokenizer
@@ -194,24 +249,29 @@ class OfficialJudge:
         return (objects[0], objects[1]) if len(objects) == 2 else (None, None)
 
     @torch.no_grad()
-    def detections(self, image: np.ndarray) -> list[tuple[str, Box, float]]:
-        """(class name, box in the 479-px frame, score), descending score, threshold 0.5."""
+    def detections(self, image: np.ndarray, names: list[str] | None = None) -> list[tuple[str, Box, float]]:
+        """(class name, box in the 479-px frame, score), descending score, above the threshold. An
+        open-vocabulary detector is asked for `names` ("a photo of a <name>"); a closed-set one reports
+        its own classes."""
         pil = Image.fromarray(image).convert("RGB")
         scale = DETECTOR_FRAME / min(pil.size)
         size = (round(pil.width * scale), round(pil.height * scale))
         pil = pil.resize(size, Image.BILINEAR)
+        if self.open_vocabulary:
+            return open_vocabulary_detections(self.detector, self.detector_processor, pil, names or [],
+                                              self.threshold, self.device)
         inputs = self.detector_processor(images=pil, return_tensors="pt").to(self.device)
         out = self.detector(**inputs)
         res = self.detector_processor.post_process_object_detection(
-            out, threshold=0.5, target_sizes=torch.tensor([[pil.height, pil.width]]))[0]
-        names = self.detector.config.id2label
+            out, threshold=self.threshold, target_sizes=torch.tensor([[pil.height, pil.width]]))[0]
+        labels = self.detector.config.id2label
         order = res["scores"].argsort(descending=True)
-        return [(names[int(res["labels"][i])], Box(*map(float, res["boxes"][i].tolist())), float(res["scores"][i]))
+        return [(labels[int(res["labels"][i])], Box(*map(float, res["boxes"][i].tolist())), float(res["scores"][i]))
                 for i in order]
 
     def spatial_detections(self, image: np.ndarray, prompt: str, spec=None, complex_prompt: bool = False):
         obj1, obj2 = (canonical_object(o) for o in self.spatial_objects(prompt, complex_prompt))
-        dets = self.detections(image)
+        dets = self.detections(image, [o for o in dict.fromkeys((obj1, obj2)) if o])
         return first_detection(dets, obj1), first_detection(dets, obj2)
 
     # CLIP ----------------------------------------------------------------------------------------
@@ -227,4 +287,5 @@ class OfficialJudge:
         return float((img * txt).sum())
 
 
-__all__ = ["MissingModel", "OracleJudge", "OfficialJudge", "require_model", "load_spacy"]
+__all__ = ["MissingModel", "OracleJudge", "OfficialJudge", "require_model", "load_spacy", "model_type",
+           "open_vocabulary_detections"]

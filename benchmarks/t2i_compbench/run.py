@@ -106,7 +106,8 @@ def run_compbench(gen, cfg: dict, out: Path, models: dict, generator_info: dict)
     unknown = [c for c in cfg["categories"] if c not in CATEGORIES]
     if unknown:
         raise ValueError(f"unknown T2I-CompBench categories {unknown}; known: {', '.join(CATEGORIES)}")
-    judge = OracleJudge() if cfg["edition"] == "toy" else OfficialJudge(models)  # missing models: error before work
+    judge = OracleJudge() if cfg["edition"] == "toy" else \
+        OfficialJudge(models, threshold=cfg.get("detector_threshold"))  # missing models: error before work
     prompts = prompts_for(cfg)
     n_images = images_per_prompt(cfg)
     plan = image_plan(prompts, n_images)

@@ -59,7 +59,7 @@ def determine_position(locality: str | None, box1: Box, box2: Box, iou_threshold
     inter = x_overlap * y_overlap
     union = ((box1.x_max - box1.x_min) * (box1.y_max - box1.y_min)
              + (box2.x_max - box2.x_min) * (box2.y_max - box2.y_min) - inter)
-    iou = inter / union
+    iou = inter / union if union > 0 else 0.0  # two zero-area boxes: the official script divides by zero
 
     def directional(along: float, across: float, sign_ok: bool) -> float:
         if not sign_ok or abs(along) <= abs(across):
