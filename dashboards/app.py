@@ -59,10 +59,11 @@ else:
                 else "" for idx, v in col.items()]
 
     st.dataframe(wide.style.apply(mark_best, axis=0).format(precision=4, na_rep="—"), width="stretch")
+    scale_note = {"cosine": " (the paper's).", "100 x cosine": " (torchmetrics'; the paper reports cosine)."}.get(
+        R.clip_scale(table), " (not recorded: a summary.csv from before the scale was; re-run the report).")
     st.caption("Best distilled variant per metric highlighted (lower is better for "
                + ", ".join(sorted(R.LOWER_IS_BETTER)) + "; higher for the rest). clip_score is on the "
-               + R.clip_scale(table) + " scale" + (" (the paper's)." if R.clip_scale(table) == "cosine" else
-                                                  " (torchmetrics'; the paper reports cosine)."))
+               + R.clip_scale(table) + " scale" + scale_note)
     flagged = R.protocol_warnings(table)
     if not flagged.empty:
         st.warning("Not comparable with published values: "

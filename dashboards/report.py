@@ -215,17 +215,27 @@ def protocol_notes(results: Path, run: str) -> dict[str, tuple[str, str]]:
     notes = {}
     ge = _read_json(results / "geneval" / run / "summary.json") or {}
     if ge:
+        official = ge.get("edition") == "official"
         subset = subset_label(ge.get("subset") or {}) or (
-            f"subset: {ge['n_prompts']} of 553 prompts" if int(ge.get("n_prompts") or 553) < 553 else "")
+            f"subset: {ge['n_prompts']} of 553 prompts" if official and int(ge.get("n_prompts") or 553) < 553 else "")
         detector = str(ge.get("detector") or "")
         notes["geneval"] = (subset, "" if detector.startswith("mmdet") else f"detector: {detector or 'unknown'}")
     cb = _read_json(results / "compbench" / run / "summary.json") or {}
     if cb:
         per = int(cb.get("images_per_prompt") or 10)
-        subset = subset_label(cb.get("subset") or {}) or (f"{per} images per prompt (paper 10)" if per < 10 else "")
-        notes["compbench"] = (subset, f"judge: {cb.get('judge') or 'unknown'}" if cb.get("edition") != "official" else "")
+        official = cb.get("edition") == "official"
+        subset = subset_label(cb.get("subset") or {}) or (
+            f"{per} images per prompt (paper 10)" if official and per < 10 else "")
+        judge = str(cb.get("judge") or "unknown")
+        notes["compbench"] = (subset, "" if "UniDet" in judge else f"judge: {judge}")  # the paper's spatial: UniDet
     meta = _read_json(results / "metrics" / run / "metrics.meta.json") or {}
-    notes["metrics"] = (subset_label(meta.get("subset") or {}), "")
+    differs = []
+    if meta and meta.get("protocol") != "paper":
+        differs.append(f"eval.protocol {meta.get('protocol') or 'custom'} (not the paper's prompts, N and teacher "
+                       "reference)")
+    notes["metrics"] = (subset_label(meta.get("subset") or {}), "; ".join(differs))
+    notes["clip_scale"] = ("", "100 x cosine scale (the paper reports cosine)"
+                           if meta.get("clip_score_scale") == "torchmetrics" else "")
     return notes
 
 
@@ -239,6 +249,8 @@ def add_protocol_warnings(table: pd.DataFrame, results: Path, paper: bool) -> pd
             continue
         kind = row.metric.split("_")[0] if row.metric.split("_")[0] in ("geneval", "compbench") else "metrics"
         subset, tool = notes[row.run].get(kind, ("", ""))
+        if row.metric == "clip_score" and notes[row.run].get("clip_scale", ("", ""))[1]:
+            tool = "; ".join(x for x in (tool, notes[row.run]["clip_scale"][1]) if x)
         flag = row.protocol_warning if isinstance(row.protocol_warning, str) else ""
         paper_note = protocol_warning(row.metric, row.n_images, subset=subset, tool=tool) if paper else subset
         text = "; ".join(dict.fromkeys(x for x in (flag, paper_note) if x))

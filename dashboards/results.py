@@ -354,7 +354,10 @@ def protocol_warnings(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def clip_scale(table: pd.DataFrame) -> str:
-    """The scale the CLIP score column is on ("cosine", the paper's, or "100 x cosine", torchmetrics')."""
+    """The scale the CLIP score column is on ("cosine", the paper's, or "100 x cosine", torchmetrics'); "unknown"
+    for a summary.csv written before the scale was recorded (its values were 100 x cosine)."""
+    if "source" not in table or not table[(table.metric == "clip_score") & table.source.notna()].shape[0]:
+        return "unknown"
     return "100 x cosine" if clip_label(table).startswith("CLIP (100") else "cosine"
 
 

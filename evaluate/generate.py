@@ -53,6 +53,8 @@ def prompt_plan(cfg: dict) -> list[dict]:
     n_fid, n_div = int(cfg["fid_prompts"]), int(cfg["diversity_prompts"])
     if cfg["prompt_file"]:
         prompts = text_lines(cfg["prompt_file"], "the prompt file", "eval.prompt_file")
+        if cfg.get("diversity_reuse") and n_fid <= len(prompts) < n_fid + n_div and n_div <= n_fid:
+            prompts = prompts[:n_fid] + prompts[:n_div]  # the paper protocol: COCO-5K's first prompts again
         if len(prompts) < n_fid + n_div:
             raise ParamsError(f"the prompt file is too short (eval.prompt_file: {cfg['prompt_file']}): it has "
                               f"{len(prompts)} prompts, eval.fid_prompts + eval.diversity_prompts need {n_fid + n_div}; "

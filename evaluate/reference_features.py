@@ -222,8 +222,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--family", default="toy")
     ap.add_argument("--reference", default="results/samples/teacher")
     ap.add_argument("--out", default="results/reference")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None, help="default: cuda when available")
     args = ap.parse_args(argv)
+    if args.device is None:
+        import torch
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     index = compute_references(args.params, args.reference, args.out, args.family, args.device)
     print(f"reference features: {', '.join(index['files']) or 'none'} -> {args.out}"
           + (f"; skipped: {', '.join(index['skipped'])}" if index["skipped"] else ""))

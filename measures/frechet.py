@@ -44,9 +44,12 @@ class FrechetError(UserError, ValueError):
 
 def comparability(metric: str, n_images: int) -> str:
     """Empty, or why an Inception-feature distance over `n_images` is not comparable with published ones."""
-    if metric in ("fid_t", "patch_fid_t", "kid_t", "fid") and n_images < COMPARABLE_N:
+    if metric in ("fid_t", "patch_fid_t", "fid") and n_images < COMPARABLE_N:
         return (f"not comparable with published: N = {n_images} < {COMPARABLE_N} (the 2048-d Inception covariance is "
                 f"singular below it; the paper uses COCO-5K, N = 5,000)")
+    if metric == "kid_t" and n_images < COMPARABLE_N:
+        return (f"not comparable with published: N = {n_images} < {COMPARABLE_N} (KID's subsets and variance depend "
+                f"on N; published values use N = 5,000)")
     return ""
 
 

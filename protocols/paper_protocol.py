@@ -15,7 +15,8 @@ step). The paper does not state the teachers' guidance; the preset uses each mod
 (SD 3.5 Large 3.5, FLUX.1-dev 3.5, SDXL 5.0), an assumption stated here and in the provenance;
 `eval.protocol_teacher_guidance` replaces it (for the FID-T reference and both benchmarks).
 
-A smaller set is never run silently: under the paper protocol, and for an official benchmark edition
+Under the paper protocol its values replace params.yaml's (a note on stderr lists the ones that
+differed). A smaller set is never run silently: under the paper protocol, and for an official benchmark edition
 in any protocol, a count below the official one is refused unless it is declared in the section's
 `subset` (e.g. `eval.subset: {fid_prompts: 1000}`, `benchmarks.compbench.subset:
 {prompts_per_category: 30, images_per_prompt: 2}`), and a declared subset is labelled as one in
@@ -23,6 +24,8 @@ every output (metrics.meta.json, the benchmarks' summary.json, summary.csv `prot
 dashboard).
 """
 from __future__ import annotations
+
+import sys
 
 from configs.params import ParamsError
 
@@ -46,9 +49,9 @@ def protocol_values(section: str, preset: str | None, guidance_override: float |
                           f"evaluates), got {preset!r}; use eval.protocol: custom")
     steps, guidance, _ = TEACHER[preset]
     guidance = float(guidance if guidance_override is None else guidance_override)
-    if section == "eval":
+    if section == "eval":  # COCO-5K has exactly 5,000 prompts: the diversity prompts are its first ones again
         return {"prompt_file": COCO5K_PROMPTS, "real_images": COCO5K_REAL, "fid_prompts": 5000, "teacher_steps": steps,
-                "teacher_guidance": guidance, "student_steps": 4}
+                "teacher_guidance": guidance, "student_steps": 4, "diversity_reuse": True}
     if section == "benchmarks.geneval":
         return {"edition": "official", "metadata": None, "images_per_prompt": GENEVAL_IMAGES,
                 "teacher_steps": steps, "teacher_guidance": guidance, "student_steps": 4}
@@ -78,11 +81,18 @@ def resolve(section: str, cfg: dict, params: dict) -> dict:
     out = dict(cfg)
     subset = {k: v for k, v in (cfg.get("subset") or {}).items() if v is not None}
     if protocol == "paper":
-        out.update(protocol_values(section, (params.get("train") or {}).get("preset"),
-                                   (params.get("eval") or {}).get("protocol_teacher_guidance")))
+        values = protocol_values(section, (params.get("train") or {}).get("preset"),
+                                 (params.get("eval") or {}).get("protocol_teacher_guidance"))
+        replaced = [f"{k}={cfg[k]!r}" for k, v in values.items() if k in cfg and cfg[k] is not None and cfg[k] != v]
+        if replaced:
+            print(f"note: eval.protocol: paper replaces {section}'s {', '.join(replaced)} with the paper's values "
+                  f"(smaller sets: declare {section}.subset)", file=sys.stderr)
+        out.update(values)
     official = protocol == "paper" or out.get("edition") == "official"
     for key, value in subset.items():
         full = official_counts(section).get(key) if official else out.get(key)
+        if key == "prompts":  # GenEval's subset counts prompts per task (at most 100 in the official file)
+            full = 100 if official else None
         if full is not None and int(value) > int(full):
             raise ParamsError(f"{section}.subset.{key}: {value} is not a subset of the {'official' if official else ''} "
                               f"{full}; a subset only lowers a count")
@@ -97,8 +107,6 @@ def resolve(section: str, cfg: dict, params: dict) -> dict:
                     f"{section}.{key}: {out.get(key)} is smaller than the official edition's "
                     f"{'every prompt' if full is None else full}: remove it for the official count, or declare "
                     f"{section}.subset: {{{key}: {out.get(key)}}} to run a subset that is labelled as one")
-    if protocol == "paper" and section == "eval" and int(out["fid_prompts"]) < 5000 and "fid_prompts" not in subset:
-        raise ParamsError("eval.fid_prompts below the paper's 5,000 needs eval.subset: {fid_prompts: N}")
     out["protocol"], out["subset"] = protocol, subset
     return out
 

@@ -167,7 +167,9 @@ def test_published_numbers_beside_a_paper_family(monkeypatch, tmp_path):
     (res / "metrics" / "full-0").mkdir(parents=True)
     (res / "metrics" / "full-0" / "metrics.json").write_text(json.dumps({"clip_score": 0.4, "hpsv2": 0.29}))
     (res / "metrics" / "full-0" / "metrics.meta.json").write_text(json.dumps({"n_images": {"clip_score": 384,
-                                                                                          "hpsv2": 5000}}))
+                                                                                          "hpsv2": 5000},
+                                                                             "protocol": "paper",
+                                                                             "features": {"clip_score": "CLIP; cosine scale"}}))
     report_main(["--params", str(params), "--results", str(res), "--out", str(res)])
     loc = R.Locations(res, tmp_path / "runs", params)
     table, published = R.split_published(R.load_table(loc))

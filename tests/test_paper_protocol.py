@@ -51,16 +51,20 @@ def test_a_smaller_set_needs_a_declared_subset():
     assert cfg["fid_prompts"] == 1000 and cfg["subset"] == {"fid_prompts": 1000}
     with pytest.raises(ParamsError, match="not a subset"):
         eval_settings(with_(params, eval__subset={"fid_prompts": 6000}))
-    # the official CompBench edition with the shipped counts (16 prompts x 2 images): refused, then labelled
-    official = with_(SHIPPED, benchmarks__compbench={"edition": "official"})
+    # the official CompBench edition with the toy counts (16 prompts x 2 images): refused, then labelled
+    official = with_(SHIPPED, benchmarks__compbench={"edition": "official", "prompts_per_category": 16,
+                                                     "images_per_prompt": 2})
     with pytest.raises(ParamsError, match=r"prompts_per_category: 16 is smaller .*subset: \{prompts_per_category: 16\}"):
         compbench_settings(official)
     cb = compbench_settings(with_(official, benchmarks__compbench__subset={"prompts_per_category": 16,
                                                                           "images_per_prompt": 2}))
     assert cb["subset"] == {"prompts_per_category": 16, "images_per_prompt": 2}
-    # schema defaults: the official edition runs its full set
-    full = compbench_settings({"benchmarks": {"compbench": {"edition": "official"}}})
-    assert full["subset"] == {} and compbench_run.images_per_prompt(full) == 10
+    # the shipped params (counts null) and the schema defaults: the official edition runs its full set
+    for params in (with_(SHIPPED, benchmarks__compbench={"edition": "official"}),
+                   {"benchmarks": {"compbench": {"edition": "official"}}}):
+        full = compbench_settings(params)
+        assert full["subset"] == {} and full["prompts_per_category"] is None
+        assert compbench_run.images_per_prompt(full) == 10
 
 
 def test_geneval_official_subset_of_prompts(tmp_path):
@@ -106,3 +110,29 @@ def test_a_declared_subset_is_labelled_in_summary_csv(tmp_path):
     row = table[(table.variant == "full") & (table.metric == "clip_score")].iloc[0]
     assert row.protocol_warning == "subset: fid_prompts=100"
     assert "flags" not in set(table.metric)
+
+
+def test_paper_protocol_generates_from_coco5k_and_says_what_it_replaced(tmp_path, capsys):
+    """COCO-5K has exactly 5,000 prompts: the diversity prompts are its first ones again (not an error);
+    the params.yaml values the protocol replaces are listed on stderr."""
+    from evaluate.generate import prompt_plan
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"caption {i}\n" for i in range(5000)))
+    cfg = eval_settings(with_(SHIPPED, train={"preset": "flux", "family": "flux"},
+                              eval={"protocol": "paper", "prompt_file": str(prompts)}))
+    assert cfg["prompt_file"] == "data/coco5k/prompts.txt"  # the protocol's file; here a stand-in of its size
+    cfg["prompt_file"] = str(prompts)
+    rows = prompt_plan(cfg)
+    fid = [r for r in rows if r["group"] == "fid"]
+    div = [r for r in rows if r["group"] == "diversity"]
+    assert len(fid) == 5000 and len(div) == 8 * 16
+    assert div[0]["prompt"] == "caption 0" and div[0]["prompt_index"] == 5000
+    with pytest.raises(ParamsError, match="too short"):  # a custom protocol keeps the strict rule
+        prompt_plan({**cfg, "diversity_reuse": False})
+
+
+def test_paper_protocol_lists_the_values_it_replaces(capsys):
+    eval_settings(with_(SHIPPED, train={"preset": "sd35_large", "family": "sd3"}, eval={"protocol": "paper"}))
+    err = capsys.readouterr().err
+    assert "eval.protocol: paper replaces eval's" in err and "fid_prompts=384" in err and "teacher_steps=20" in err

@@ -47,3 +47,25 @@ def test_distill_declares_exactly_its_params():
     assert stage["matrix"] == {"variant": "${variants}", "seed": "${seeds}"}
     assert stage["params"] == ["train", "variants.${item.variant}"]
     assert "--variant ${item.variant} -S train.seed=${item.seed}" in stage["cmd"]
+
+
+def test_every_param_a_stage_declares_exists_in_params_yaml():
+    """DVC fails after a stage has run (saving dvc.lock) when a declared param is missing."""
+    import yaml as _yaml
+
+    stages = _yaml.safe_load(open("dvc.yaml"))["stages"]
+    params = _yaml.safe_load(open("params.yaml"))
+    missing = []
+    for name, stage in stages.items():
+        for entry in stage.get("params") or []:
+            keys = entry if isinstance(entry, dict) else {entry: None}
+            for key in keys:
+                if "${" in str(key):
+                    continue
+                node = params
+                for part in str(key).split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}: {key}")
+                        break
+                    node = node[part]
+    assert not missing, missing

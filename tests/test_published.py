@@ -62,8 +62,10 @@ def test_report_puts_published_rows_beside_a_paper_family(tmp_path):
                                       "variants": {"full": {}}, "eval": {"bootstrap": 0}}))
     res = tmp_path / "results"
     write(res / "metrics" / "full-0" / "metrics.json", {"clip_score": 0.321, "hpsv2": 0.29})
-    write(res / "metrics" / "full-0" / "metrics.meta.json", {"n_images": {"clip_score": 5000, "hpsv2": 384}})
+    write(res / "metrics" / "full-0" / "metrics.meta.json", {"n_images": {"clip_score": 5000, "hpsv2": 384},
+                                                            "protocol": "paper"})
     write(res / "geneval" / "full-0" / "summary.json", {"geneval_overall": 0.5, "n_images": 252, "n_prompts": 63,
+                                                        "edition": "official",
                                                         "detector": "facebook/detr-resnet-50 (transformers)"})
     main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
     table = pd.read_csv(tmp_path / "out" / "summary.csv")
@@ -73,6 +75,14 @@ def test_report_puts_published_rows_beside_a_paper_family(tmp_path):
     assert mine.loc["hpsv2", "protocol_warning"] == "N=384 (paper 5000)"
     assert mine.loc["geneval_overall", "protocol_warning"] == (
         "N=252 (paper 2212); subset: 63 of 553 prompts; detector: facebook/detr-resnet-50 (transformers)")
+    # the same values under eval.protocol: custom and on the torchmetrics scale say so
+    write(res / "metrics" / "full-0" / "metrics.meta.json", {"n_images": {"clip_score": 5000}, "protocol": "custom",
+                                                            "clip_score_scale": "torchmetrics"})
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out2")])
+    other = pd.read_csv(tmp_path / "out2" / "summary.csv").set_index(["variant", "metric"])
+    assert other.loc[("full", "clip_score"), "protocol_warning"] == (
+        "eval.protocol custom (not the paper's prompts, N and teacher reference); 100 x cosine scale (the paper "
+        "reports cosine)")
     paper = table[table.variant.str.startswith("published:")]
     assert set(paper.family) == {"sdxl"} and not paper.duplicated(["variant", "metric"]).any()
     row = paper[(paper.variant == "published:senseflow") & (paper.metric == "clip_score")].iloc[0]

@@ -20,8 +20,10 @@ class name, plus a colour classifier for the `colors` / `color_attr` checks.
   Residual differences from the official setup (mmdet Mask2Former Swin-S 8x2 50e COCO, open_clip
   ViT-L-14): a different Mask2Former checkpoint (detectron2-trained, converted by transformers) and
   therefore different weights; transformers' image resizing (PIL) vs mmdet's (cv2) and its RGB
-  normalisation; CLIP weights are the same OpenAI ViT-L/14 in transformers form, with transformers'
-  image preprocessing instead of open_clip's transform.
+  normalisation; transformers' `size_divisor` rounds each resized side up to a multiple of 32 by
+  resizing where mmdet pads (the same for square images such as 1024 x 1024); CLIP weights are the
+  same OpenAI ViT-L/14 in transformers form, with transformers' image preprocessing instead of
+  open_clip's transform.
 """
 from __future__ import annotations
 
