@@ -300,6 +300,9 @@ def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
         first = (ok if len(ok) else g).iloc[0].to_dict()
         row = {c: first.get(c) for c in COLUMNS}
         row["seed"] = " ".join(str(int(x)) for x in ok.seed.dropna()) or None
+        for column in ("protocol_warning", "provenance"):  # every seed's, not only the first's
+            texts = [str(x) for x in ok[column].dropna() if str(x)] if column in ok else []
+            row[column] = "; ".join(dict.fromkeys(texts)) or row.get(column)
         if len(ok) >= 2:
             mean, lo, hi = seed_interval(ok.value.astype(float).tolist())
             if metric in LOWER_IS_BETTER:  # a distance is never negative (as the within-run FD interval)

@@ -80,3 +80,20 @@ def test_report_and_dashboard_carry_the_records(tmp_path):
     assert row["models (sha256)"] == "toy_clip: config.json cdcdcdcdcdcd" and "torch" in row["packages"]
     with pytest.raises(KeyError):
         view.set_index("stage").loc["compbench"]
+
+
+def test_a_multi_seed_row_keeps_every_seeds_warning_and_record(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seeds": [0, 1], "train": {"family": "toy", "preset": "toy"},
+                                      "variants": {"full": {}}, "eval": {"bootstrap": 0}}))
+    res = tmp_path / "results"
+    for seed, subset in ((0, {}), (1, {"fid_prompts": 50})):
+        folder = res / "metrics" / f"full-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"clip_score": 0.3 + seed / 100}))
+        (folder / "metrics.meta.json").write_text(json.dumps({"subset": subset, "provenance": {"id": f"p{seed}"}}))
+    report_main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "out" / "summary.csv").set_index(["variant", "metric"]).loc[("full", "clip_score")]
+    assert row.protocol_warning == "subset: fid_prompts=50" and row.provenance == "p0; p1"
