@@ -20,7 +20,6 @@ deterministic: re-running with the same inputs writes the same files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -32,18 +31,11 @@ from tqdm import tqdm
 from configs.cli import ArgumentParser, UserError, count, run_command
 from configs.paths import readable_folder, writable_folder
 from measures.clip_score import ClipScorer
+from protocols.provenance import file_sha256
 
 
 class CocoError(UserError, ValueError):
     """The COCO files are not what the builder needs."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def clean(caption: str) -> str:
@@ -100,10 +92,10 @@ def build(captions_path: str | Path, images_dir: str | Path, clip: str | Path, o
         "rule": "COCO 2017 val; per image the caption with the highest CLIP cosine (first on ties); captions "
                 "stripped, inner whitespace collapsed; images in ascending image_id",
         "n_images": len(rows), "limit": limit,
-        "captions": {"path": str(Path(captions_path).resolve()), "sha256": sha256(Path(captions_path))},
+        "captions": {"path": str(Path(captions_path).resolve()), "sha256": file_sha256(Path(captions_path))},
         "images": str(images_dir.resolve()),
         "clip": {"path": str(clip_dir.resolve()),
-                 "files": {p.name: sha256(p) for p in sorted(clip_dir.iterdir()) if p.is_file()}},
+                 "files": {p.name: file_sha256(p) for p in sorted(clip_dir.iterdir()) if p.is_file()}},
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return {"rows": rows, "provenance": provenance}
