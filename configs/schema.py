@@ -271,7 +271,10 @@ TEACHER = Section({
     "head_dim": 32,
     "text_width": 128,
     "text_layers": 2,
-    "text_encoder": "t5",       # clip: causal, absolute positions, end-of-text pooled; t5: bidirectional, mean pooled
+    "text_encoder": "toy_clip",  # toy_clip: the toy CLIP's text tower (text_encoder_init), fine-tuned; bert / clip / t5:
+                                 # from scratch (t5 becomes a bag of words: results/teacher/experiments/README.md)
+    "text_encoder_init": "models/toy/clip",  # CLIP folder whose text tower starts the toy_clip encoder
+    "text_lr_scale": 0.1,        # text encoder learning rate = lr x this (0: frozen)
     "shift": 3.0,
     "batch_size": 32,
     "steps": 12000,
@@ -285,7 +288,8 @@ TEACHER = Section({
     "checkpoint_every": 500,
     "eval": TEACHER_EVAL,
 }, {"seed": non_negative, "layers": positive, "heads": positive, "head_dim": positive, "text_width": positive,
-    "text_layers": positive, "text_encoder": one_of("clip", "t5"), "shift": number(0.0, lo_open=True), "batch_size": positive, "steps": positive,
+    "text_layers": positive, "text_encoder": one_of("toy_clip", "bert", "clip", "t5"), "text_encoder_init": text,
+    "text_lr_scale": number(0.0), "shift": number(0.0, lo_open=True), "batch_size": positive, "steps": positive,
     "lr": number(0.0, lo_open=True), "warmup": non_negative, "weight_decay": number(0.0), "ema": number(0.0, 1.0, hi_open=True),
     "cfg_dropout": number(0.0, 1.0), "grad_clip": number(0.0), "threads": non_negative, "checkpoint_every": positive})
 

@@ -88,3 +88,35 @@ def test_missing_weights_folder_is_a_clear_error(tmp_path):
     (tmp_path / "half" / "transformer").mkdir(parents=True)
     with pytest.raises(BackboneError, match="lacks text_encoder, tokenizer"):
         ToyBackbone.load(tmp_path / "half")
+
+
+@pytest.mark.parametrize("kind", ["bert", "clip", "t5"])
+def test_every_text_encoder_kind_reloads_with_the_same_conditioning(kind, tmp_path):
+    b = ToyBackbone.new(layers=1, heads=2, head_dim=8, text_width=16, text_layers=1, seed=0, text_encoder=kind)
+    b.save(tmp_path / "teacher")
+    re = ToyBackbone.load(tmp_path / "teacher")
+    assert type(re.text_encoder) is type(b.text_encoder)
+    prompts = ["a photo of a red circle and a blue square", ""]
+    with torch.no_grad():
+        a, c = b.encode_prompts(prompts), re.encode_prompts(prompts)
+    assert torch.allclose(a.embeds, c.embeds, atol=1e-6) and torch.allclose(a.pooled, c.pooled, atol=1e-6)
+
+
+def test_default_text_encoder_tells_the_denoiser_which_colour_goes_with_which_shape():
+    """SD3's joint attention treats the text tokens as a set: the order of the words must be written into
+    the token states, or "red circle and blue square" and "blue circle and red square" are one prompt."""
+    b = ToyBackbone.new(layers=1, heads=2, head_dim=8, text_width=16, text_layers=1, seed=0)
+    x, t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.full((2,), 700.0)
+    with torch.no_grad():
+        out = [b.model_output(b.denoiser, x, t, b.encode_prompts([p] * 2)) for p in
+               ("a photo of a red circle and a blue square", "a photo of a blue circle and a red square")]
+    assert (out[0] - out[1]).norm() > 1e-3 * out[0].norm()
+
+
+def test_unknown_text_encoder_kind_is_a_clear_error(tmp_path):
+    b = ToyBackbone.new(layers=1, heads=2, head_dim=8, text_width=16, text_layers=1, seed=0)
+    b.save(tmp_path / "teacher")
+    cfg = tmp_path / "teacher" / "text_encoder" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"model_type": "bert"', '"model_type": "roberta"'))
+    with pytest.raises(BackboneError, match="'roberta' text encoder"):
+        ToyBackbone.load(tmp_path / "teacher")

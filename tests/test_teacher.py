@@ -11,7 +11,22 @@ from train import teacher
 from protocols.dataset_json import DatasetError
 
 TINY = {"layers": 1, "heads": 2, "head_dim": 8, "text_width": 16, "text_layers": 1, "batch_size": 4,
-        "warmup": 100, "threads": 1}
+        "warmup": 100, "threads": 1, "text_encoder": "bert"}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny toy-CLIP folder (CLIPModel + ToyWorld's tokenizer), as the encoders stage writes it."""
+    from transformers import CLIPModel
+
+    from toyworld.encoders import build_tokenizer, clip_config
+
+    root = tmp_path_factory.mktemp("clip")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    CLIPModel(clip_config(len(tok), width=16, layers=1, heads=2, projection_dim=8)).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +41,7 @@ def _params(**kw):
 def test_cli_trains_saves_and_grades(tmp_path, dataset):
     params = tmp_path / "params.yaml"
     params.write_text("teacher:\n  layers: 1\n  heads: 2\n  head_dim: 8\n  text_width: 16\n  text_layers: 1\n"
+                      "  text_encoder: bert\n"
                       "  steps: 2\n  batch_size: 4\n  threads: 1\n"
                       "  eval: {prompts_per_task: 2, images_per_prompt: 1, sample_steps: 2, few_steps: [1]}\n")
     teacher.main(["--params", str(params), "--data", str(dataset), "--out", str(tmp_path / "teacher"),
@@ -50,3 +66,31 @@ def test_bad_dataset_fails_before_any_model_is_built(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         teacher.train_teacher(_params(steps=1), tmp_path / "nope.json", tmp_path / "o", tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_toy_clip_text_encoder_starts_from_the_tower_and_fine_tunes_at_its_own_rate(tmp_path, dataset, tiny_clip):
+    from transformers import CLIPTextModel
+
+    tower = CLIPTextModel.from_pretrained(tiny_clip).eval()
+    ids = ToyBackbone.new(layers=1, heads=2, head_dim=8, text_encoder="toy_clip", text_init=tiny_clip)
+    assert all(torch.equal(a, b) for a, b in zip(ids.text_encoder.state_dict().values(), tower.state_dict().values()))
+    base = _params(steps=3, text_encoder="toy_clip", text_encoder_init=str(tiny_clip), warmup=1)
+    frozen = teacher.train_teacher({**base, "text_lr_scale": 0.0}, dataset, tmp_path / "f", tmp_path / "wf")
+    tuned = teacher.train_teacher(base, dataset, tmp_path / "t", tmp_path / "wt")
+    unchanged = [torch.equal(a, b) for a, b in zip(frozen.text_encoder.state_dict().values(), tower.state_dict().values())]
+    moved = [torch.equal(a, b) for a, b in zip(tuned.text_encoder.state_dict().values(), tower.state_dict().values())]
+    assert all(unchanged) and not all(moved)
+    assert not all(torch.equal(a, b) for a, b in zip(frozen.denoiser.state_dict().values(), ids.denoiser.state_dict().values()))
+    # two parameter groups (denoiser, text encoder) resume exactly
+    teacher.train_teacher({**base, "steps": 2, "checkpoint_every": 1}, dataset, tmp_path / "r", tmp_path / "wr")
+    resumed = teacher.train_teacher({**base, "checkpoint_every": 1}, dataset, tmp_path / "r", tmp_path / "wr")
+    for a, b in zip(tuned.text_encoder.state_dict().values(), resumed.text_encoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_toy_clip_text_encoder_without_its_folder_is_a_clear_error(tmp_path, dataset):
+    from backbones.base import BackboneError
+
+    with pytest.raises(BackboneError, match="teacher.text_encoder_init"):
+        teacher.train_teacher(_params(steps=1, text_encoder="toy_clip", text_encoder_init=str(tmp_path / "no_clip")),
+                              dataset, tmp_path / "o", tmp_path / "w")

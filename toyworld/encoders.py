@@ -2,8 +2,10 @@
 
 - a word-level tokenizer over the ToyWorld grammar (`PreTrainedTokenizerFast`, saved with
   `save_pretrained`, T5-style `</s>` appended);
-- the teacher's text encoder: a small bidirectional `T5EncoderModel` (trained jointly with the
-  teacher; bidirectional so every word sees the relation word that follows it);
+- the teacher's text encoder, trained jointly with it: a small bidirectional `BertModel` with absolute
+  positions (default), a causal `CLIPTextModel`, or a bidirectional `T5EncoderModel` (relative positions
+  only: trained from scratch its attention saturates onto word identity and it becomes a bag of words;
+  results/teacher/experiments/README.md);
 - a small `CLIPModel` trained contrastively on ToyWorld (CLIP score, CLIP diversity, and the
   discriminator's text condition on the toy run);
 - a small `Dinov2Model` trained on ToyWorld (the VFM-discriminator backbone stand-in and the
@@ -14,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPTextConfig, Dinov2Config, PreTrainedTokenizerFast, T5Config
+from transformers import BertConfig, BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPTextConfig, Dinov2Config, PreTrainedTokenizerFast, T5Config
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from toyworld.grammar import TASKS, prompt_set
@@ -67,6 +69,16 @@ def teacher_clip_text_config(vocab_size: int, width: int = 128, layers: int = 2,
     return CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                           num_attention_heads=heads, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=1,
                           eos_token_id=1, projection_dim=width)
+
+
+def teacher_bert_text_config(vocab_size: int, width: int = 128, layers: int = 2, heads: int = 4) -> BertConfig:
+    """The toy teacher's default text encoder (trained jointly with it): BERT's bidirectional encoder with
+    absolute position embeddings over MAX_TOKENS, so a token's state says where it stands in the prompt
+    whatever its attention learns (the order that binds a colour to its shape and a relation to its
+    subject); no dropout, one token type."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                      intermediate_size=2 * width, max_position_embeddings=MAX_TOKENS, type_vocab_size=1,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
 
 
 def clip_config(vocab_size: int, width: int = 128, layers: int = 3, heads: int = 4, projection_dim: int = 128) -> CLIPConfig:

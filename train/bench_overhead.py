@@ -7,7 +7,10 @@
 For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
 the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
 After one warm-up TTUR cycle each, the variants take turns (order rotated every round) running
-`cycles` TTUR cycles; every iteration is timed on its own.
+`cycles` TTUR cycles; every iteration is timed on its own. Before each iteration the run's
+`decisions` generator is reseeded from (seed, step), so the three variants make the same
+backward-simulation choices at the same step (otherwise ISG's own draws shift every later choice and
+the variants' work diverges, which widened the intervals more than extra rounds narrowed them).
 
 ISG and IDA act only on generator turns (one iteration in `ttur`), so a round gives two paired
 overheads per component: on the generator turns, where it runs (mean turn time with / without - 1),
@@ -175,6 +178,9 @@ def measure_family(settings: dict, cycles: int, root: Path, min_rounds: int = 5,
         batches = [_batch(run, start + i) for i in range(n)]
         times, turns = [], []
         for i, b in enumerate(batches):
+            # same control-flow draws (backward simulation or not) in every variant at a given step,
+            # so that ISG's extra draws do not change how much work the variants' later steps do
+            run.rngs["decisions"].manual_seed(settings["seed"] * 1_000_003 + start + i)
             t0 = time.perf_counter()
             train_step(run, start + i, *b)
             times.append(time.perf_counter() - t0)

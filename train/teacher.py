@@ -1,5 +1,6 @@
-"""`teacher` stage (ToyWorld only): pretrain the SD3-class pixel-space flow-matching teacher and
-its T5 text encoder jointly on the ToyWorld dataset, with caption dropout for CFG.
+"""`teacher` stage (ToyWorld only): pretrain the SD3-class pixel-space flow-matching teacher on the
+ToyWorld dataset, with caption dropout for CFG, fine-tuning its text encoder (by default the toy
+CLIP's text tower, at `text_lr_scale` x the learning rate) alongside.
 
     python -m train.teacher [--params params.yaml] [--data data/toyworld/train/dataset.json]
                             [--out models/toy/teacher] [--work data/teacher_run] [--steps N]
@@ -90,12 +91,17 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     images, prompts = data.images, records.prompts
 
     bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"], p["seed"],
-                         text_encoder=p["text_encoder"])
+                         text_encoder=p["text_encoder"], text_init=p["text_encoder_init"])
     ema = copy.deepcopy(bb)
     for m in _modules(ema).values():
         m.requires_grad_(False)
-    params = [q for m in _modules(bb).values() for q in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
+    groups = [{"params": list(bb.denoiser.parameters()), "lr_scale": 1.0}]
+    if p["text_lr_scale"] > 0:
+        groups.append({"params": list(bb.text_encoder.parameters()), "lr_scale": p["text_lr_scale"]})
+    else:
+        bb.text_encoder.requires_grad_(False)  # frozen, as SD3's text encoders are
+    params = [q for g in groups for q in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(p["seed"])
     work.mkdir(parents=True, exist_ok=True)
     start = 0
@@ -119,7 +125,7 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite teacher loss at step {step}; last checkpoint kept in {work}")
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p)
+            g["lr"] = lr_at(step, p) * g["lr_scale"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, p["grad_clip"])
