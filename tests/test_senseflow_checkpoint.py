@@ -251,3 +251,25 @@ def test_only_run_folders_are_ever_moved_and_world_size_changes_are_caught(asset
         plan_start(out, settings, "auto", world_size=8)
     assert plan_start(out, settings, "supersede", world_size=8).action == "supersede"  # the DVC stage moves it aside
     assert plan_start(out, settings, "auto", world_size=1).action == "resume"
+
+
+def test_a_retrained_teacher_at_the_same_path_is_not_resumed_from(assets, tmp_path, monkeypatch):
+    """`dvc repro -f teacher` rewrites models/toy/teacher in place: the settings are unchanged, the weights
+    are not, and a finished distillation of the old teacher must not pass for one of the new."""
+
+    monkeypatch.setenv("SENSEFLOW_CACHE", str(tmp_path / "cache"))
+    teacher = tmp_path / "teacher"
+    shutil.copytree(assets["teacher"], teacher)
+    settings = tiny_settings({**assets, "teacher": str(teacher)}, steps=2)
+    out = tmp_path / "run"
+    train(settings, out)
+    assert train(settings, out).last_checkpoint is not None  # same teacher: resumes (nothing left to do)
+    bb = ToyBackbone.load(teacher)
+    with torch.no_grad():
+        next(bb.denoiser.parameters()).add_(0.01)
+    bb.save(teacher)  # retrained in place
+    with pytest.raises(SettingsChangedError, match="teacher weights"):
+        train(settings, out)
+    run = train(settings, out, resume="supersede")
+    assert any(p.name.startswith("run.superseded") for p in tmp_path.iterdir())
+    assert run.teacher_weights is not None

@@ -221,7 +221,7 @@ def save_run_checkpoint(run, step: int) -> Path:
         (tmp / "state.json").write_text(json.dumps({
             "step": step, "world_size": acc.num_processes, "family": run.settings["family"],
             "sharded": bool(run.settings["fsdp"]), "rng": rng, "history": run.history_state(),
-            "settings": run.settings}, default=str))
+            "teacher_weights": run.teacher_weights, "settings": run.settings}, default=str))
         if final.exists():  # e.g. a damaged checkpoint the run fell back from: kept, renamed (never deleted)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             final.rename(root / f".step_{step}.replaced-{stamp}")

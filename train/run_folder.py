@@ -89,10 +89,25 @@ def has_content(out: Path) -> bool:
     return Path(out).is_dir() and any(Path(out).iterdir())
 
 
-def plan_start(out: Path, settings: dict, mode: str = "auto", world_size: int = 1) -> StartPlan:
+def teacher_weights(settings: dict) -> str | None:
+    """A fingerprint of the teacher's weight files (first 16 hex of the sha256 of their sha256s; file hashes
+    cached on disk by protocols/provenance.py, so only a changed file is read again), or None without a
+    teacher folder. A retrained teacher at the same path makes a checkpoint of the old one "other settings"."""
+    import hashlib
+
+    from protocols.provenance import model_hashes
+
+    if not settings.get("teacher") or not Path(settings["teacher"]).exists():
+        return None
+    files = model_hashes({"teacher": settings["teacher"]})["teacher"]["files"]
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_start(out: Path, settings: dict, mode: str = "auto", world_size: int = 1, teacher: str | None = None) -> StartPlan:
     """Decide what a start does with `out` (module docstring). Raises SettingsChangedError (auto /
-    require with a checkpoint of other settings or another world size, or a folder with more than a
-    run in it) or FileNotFoundError (require, nothing to resume)."""
+    require with a checkpoint of other settings, another world size or another teacher's weights
+    (`teacher`: teacher_weights(); checkpoints that predate the record are not compared), or a folder
+    with more than a run in it) or FileNotFoundError (require, nothing to resume)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     out = Path(out)
@@ -119,6 +134,9 @@ def plan_start(out: Path, settings: dict, mode: str = "auto", world_size: int = 
         diff = {k: v for k, v in settings_diff(state["settings"], settings).items() if k not in ADJUSTABLE_ON_RESUME}
         if state.get("world_size", world_size) != world_size:  # per-rank RNG streams need the same world
             diff["world_size"] = (state.get("world_size"), world_size)
+        saved_teacher = state.get("teacher_weights")
+        if None not in (teacher, saved_teacher) and saved_teacher != teacher:  # a retrained teacher, same path
+            diff["teacher weights"] = (saved_teacher, teacher)
         return diff
 
     blocking = blocking_of(state)
@@ -152,4 +170,4 @@ def _describe(diff: dict[str, tuple]) -> str:
 
 
 __all__ = ["RESUMABLE_ACROSS", "ADJUSTABLE_ON_RESUME", "RUN_ENTRIES", "MODES", "SettingsChangedError", "StartPlan",
-           "settings_diff", "plan_start"]
+           "settings_diff", "plan_start", "teacher_weights"]

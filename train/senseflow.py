@@ -75,7 +75,7 @@ from train.batches import StepBatchSampler
 from train.checkpoint import (CheckpointDamagedError, CheckpointError, export_run_student, load_run_checkpoint,
                               save_run_checkpoint)
 from configs.paths import readable_folder, supersede, supersede_entries, writable_folder
-from train.run_folder import StartPlan, plan_start
+from train.run_folder import StartPlan, plan_start, teacher_weights
 from train.clip_text import ClipTextEncoder
 from protocols.dataset_json import DatasetRecords, load_dataset_json
 from train.dataset import ImageTextDataset
@@ -121,6 +121,7 @@ class Run:
     probe_key: str = ""                 # train.probe.probe_key: the curve's points must share it
     base_lrs: dict[str, float] = field(default_factory=dict)
     warned_missing: dict[str, set] = field(default_factory=dict)  # gradient-audit warnings already printed
+    teacher_weights: str | None = None  # train.run_folder.teacher_weights, recorded in every checkpoint
     audited: dict[str, list] = field(default_factory=dict)  # per optimizer: parameters that must get a gradient
 
     def __post_init__(self):
@@ -686,7 +687,8 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
 
         check_probe_inputs(settings)
     acc = make_accelerator(settings, out)
-    plan = _agreed(acc, lambda: plan_start(out, settings, resume, acc.num_processes))  # before any model loads
+    teacher = _agreed(acc, lambda: teacher_weights(settings))  # hashed once (cached on disk); same on every rank
+    plan = _agreed(acc, lambda: plan_start(out, settings, resume, acc.num_processes, teacher))  # before any model loads
     for warning in plan.warnings:
         acc.print(f"senseflow: warning: {warning}")
     if plan.action == "supersede":
@@ -695,6 +697,7 @@ def train(settings: dict, out: str | Path, resume: str = "auto") -> Run:
             acc.print(f"senseflow: {plan.reason}: moved the previous run in {out} to {moved}")
         acc.wait_for_everyone()
     run = build_run(settings, out, acc)
+    run.teacher_weights = teacher
     s = run.settings
     start, ckpt = 0, None
     if plan.action == "resume":

@@ -4,7 +4,8 @@ Per GenEval task: up to `prompts_per_task` prompts, half from the held-out split
 on) where the task has one, `images_per_prompt` seeds each; the same noise for every sampler
 setting. Accuracy per task is image-level (as GenEval's summary), overall = mean of the six
 task accuracies ("task-balanced"). Written to <results>/metrics.json, per-image rows to
-<results>/images.jsonl, and a sample grid per setting.
+<results>/images.jsonl, and a sample grid per setting. `binding_gap` (train/binding_probe.py) says,
+without sampling, whether the teacher reads word order at all.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from backbones.base import Backbone
 from configs.schema import SCHEMA
+from train.binding_probe import binding_gap
 from protocols.images import save_grid, to_uint8
 from toyworld.grading import grade
 from toyworld.eval_prompts import eval_prompts
@@ -68,6 +70,7 @@ def evaluate_teacher(bb: Backbone, cfg: dict, results: Path, extra: dict | None 
         report[name] = {"steps": steps, "sampler": "euler", "overall": overall, "tasks": tasks}
         first = [i for i in range(0, len(specs), cfg["images_per_prompt"] * 4)][:48]
         save_grid(imgs[first], results / "samples" / f"{name}.png", cols=8, scale=3)
+    report["binding_gap"] = binding_gap(bb)  # 0 = the prompt is read as a bag of words (train/binding_probe.py)
     d = report["default"]
     report["targets_met"] = {"overall": d["overall"] >= TARGETS["overall"],
                              "position": d["tasks"]["position"]["accuracy"] >= TARGETS["position"]}
@@ -79,4 +82,5 @@ def evaluate_teacher(bb: Backbone, cfg: dict, results: Path, extra: dict | None 
         r = report[name]
         print(f"{name:>8}: overall {r['overall']:.3f} | " +
               " ".join(f"{t} {v['accuracy']:.2f}" for t, v in r["tasks"].items()))
+    print("binding loss gap: " + " ".join(f"{t} {g}" for t, g in report["binding_gap"].items() if isinstance(g, dict)))
     return report
