@@ -22,7 +22,7 @@ The kind is read back from `text_encoder/config.json` (its `model_type`).
 
 Teacher folder layout (diffusers-style):
     transformer/   SD3Transformer2DModel (config.json + diffusion_pytorch_model.safetensors)
-    text_encoder/  BertModel (or CLIPTextModel / T5EncoderModel, read back from its config)
+    text_encoder/  CLIPTextModel (toy_clip, clip), BertModel or T5EncoderModel, read back from its config
     tokenizer/     PreTrainedTokenizerFast (word level)
     scheduler/     FlowMatchEulerDiscreteScheduler config (records the shift)
 There is no diffusers pipeline class for a pixel-space SD3 model; `sample` is the pipeline.
