@@ -36,7 +36,8 @@ def _pairs(task: str, n: int, rng: np.random.Generator):
     while len(out) < n:
         spec = pool[rng.integers(len(pool))]
         other = swapped(spec, "binding", rng) if task == "color_attr" else _objects_exchanged(spec)
-        out.append((render(sample_scene(spec, rng)), spec.prompt, other.prompt))
+        if other is not None:  # every colour-attribution prompt has its swap in the grammar; kept safe anyway
+            out.append((render(sample_scene(spec, rng)), spec.prompt, other.prompt))
     return out
 
 
