@@ -487,7 +487,7 @@ COMPBENCH = Section({
     "edition": "toy",              # toy (ToyWorld grammar + oracle) | official (val lists + real models)
     "categories": list(COMPBENCH_CATEGORIES),
     "prompts_per_category": None,  # null: 16 (toy), every val prompt (official; fewer needs `subset`)
-    "images_per_prompt": None,     # null: 2 (toy), 10 (official, the protocol's; fewer needs `subset`)
+    "images_per_prompt": None,     # null: 8 (toy), 10 (official, the protocol's; fewer needs `subset`)
     "seed": 42,
     "batch_size": 32,
     "detector_threshold": None,    # official spatial detector's score threshold (null: 0.5 closed-set, 0.1 OWLv2)

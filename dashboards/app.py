@@ -55,7 +55,8 @@ else:
 
     def mark_best(col: pd.Series) -> list[str]:
         target = best.get(col.name)
-        return ["font-weight: bold; background-color: #d4f4dd" if target is not None and v == target and idx != "teacher"
+        return ["font-weight: bold; background-color: #d4f4dd" if target is not None and v == target
+                and idx not in R.TEACHER_RUNS
                 else "" for idx, v in col.items()]
 
     st.dataframe(wide.style.apply(mark_best, axis=0).format(precision=4, na_rep="—"), width="stretch")

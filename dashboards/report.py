@@ -2,7 +2,8 @@
 
     python -m dashboards.report [--params params.yaml] [--results results] [--out results]
 
-Reads, for the teacher and every run <v>-<seed> of params.yaml `variants` x `seeds`:
+Reads, for the teacher, the teacher at the student's step count (`teacher_few`, GenEval only) and every
+run <v>-<seed> of params.yaml `variants` x `seeds`:
   results/metrics/<run>/metrics.json (+ metrics.meta.json: skipped reasons, image counts)
   results/geneval/<run>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
   results/compbench/<run>/summary.json   {"compbench_<category>": x}
@@ -16,13 +17,14 @@ and writes
   results/provenance.json      per run and stage, what its numbers were computed from (N, prompt-set hash,
                          samplers and guidance, model sha256, packages, detectors); `provenance` in
                          summary.csv is the record's id
-  results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...)
+  results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...), the published
+                         rows of the family, and the TTUR sweep (results/ttur/sweep.md) where it has run
   results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
   results/along_training.csv / .md  the metrics along training (variant, seed, step, metric, value);
                          the markdown in the paper's Tab. 8 shape (a metric per variant at each
                          evaluated iteration)
 A source that is missing for a run gives its rows with reason "not run" (never a crash). The
-teacher is the FID-T reference, so it only has benchmark rows.
+teacher is the FID-T reference, so it (and teacher_few) only has benchmark rows.
 
 Uncertainty (evaluate/intervals.py). One seed: `ci_low`/`ci_high` is the 95 % bootstrap interval
 over prompts (`eval.bootstrap` replicates; the metrics stage's own for its metrics, GenEval stratified
@@ -66,10 +68,13 @@ COLUMNS = ["variant", "family", "metric", "value", "n_images", "reason", "seed",
            "n_seeds", "p_vs_full", "fd_bias", "seed_std", "protocol_warning", "source", "provenance"]
 ALONG_TRAINING = ["eval/fd_t_toyworld", "eval/fid_t", "eval/clip_score", "eval/oracle_accuracy"]  # DESIGN.md keys
 SIGNIFICANT = 0.05  # p_vs_full below this: marked * in the tables
+# the teacher's benchmark runs (no training seed, benchmark rows only): its own sampler, and Euler at the
+# student's step count (geneval_teacher_few: the gap distillation closes, graded on the same prompts)
+TEACHER_RUNS = ("teacher", "teacher_few")
 
 # paper-style labels (Tab. 2 rows); other variant names are shown as they are
-VARIANT_LABELS = {"teacher": "Teacher", "full": "Ours (full)", "wo_isg": "w/o ISG", "wo_ida": "w/o IDA",
-                  "wo_both": "w/o ISG, w/o IDA", "wo_vfm": "w/o VFM (DMD2-like)"}
+VARIANT_LABELS = {"teacher": "Teacher", "teacher_few": "Teacher (few-step Euler)", "full": "Ours (full)",
+                  "wo_isg": "w/o ISG", "wo_ida": "w/o IDA", "wo_both": "w/o ISG, w/o IDA", "wo_vfm": "w/o VFM (DMD2-like)"}
 ABLATION_COLUMNS = [("fid_t", "FID-T"), ("patch_fid_t", "Patch FID-T"), ("clip_score", "CLIP"), ("hpsv2", "HPSv2"),
                     ("pickscore", "Pick"), ("imagereward", "IR"), ("aesv2", "AESv2"),
                     ("geneval_overall", "GenEval"), ("lpips_diversity", "LPIPS-div"),
@@ -174,7 +179,7 @@ def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -
         if bias is not None:
             table.at[i, "fd_bias"] = float(bias)
         full = samples.get(full_runs.get(row.seed), {})
-        if row.variant not in ("full", "teacher") and row.metric in full:
+        if row.variant not in ("full", *TEACHER_RUNS) and row.metric in full:
             try:
                 table.at[i, "p_vs_full"] = paired_comparison(sample, full[row.metric], draws, seed)
             except ValueError:  # not the same prompts (e.g. other eval params): no paired comparison
@@ -265,8 +270,8 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     family = family_name(params)
     eval_seed = (params.get("eval") or {}).get("seed", params.get("seed"))
     revision = revision or git_revision()
-    rows = [{"variant": "teacher", "family": family, **r, "seed": None, "revision": revision, "run": "teacher"}
-            for r in run_rows(results, "teacher", teacher=True)]
+    rows = [{"variant": t, "family": family, **r, "seed": None, "revision": revision, "run": t}
+            for t in TEACHER_RUNS for r in run_rows(results, t, teacher=True)]
     for variant, seed, run in pipeline_runs(params):
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
                  for r in run_rows(results, run)]
@@ -309,7 +314,7 @@ def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
                 lo = max(0.0, lo)
             row.update(value=mean, ci_low=lo, ci_high=hi, n_seeds=len(ok), seed_std=float(ok.value.std(ddof=1)),
                        fd_bias=float(ok.fd_bias.mean()) if ok.fd_bias.notna().any() else None, p_vs_full=None)
-            if variant not in ("full", "teacher"):
+            if variant not in ("full", *TEACHER_RUNS):
                 full = by_seed[(by_seed.variant == "full") & (by_seed.metric == metric) & by_seed.value.notna()]
                 row["p_vs_full"] = paired_seed_p(dict(zip(ok.seed.astype(int), ok.value.astype(float))),
                                                  dict(zip(full.seed.astype(int), full.value.astype(float))))
@@ -403,9 +408,9 @@ def _present(x) -> bool:
 def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple[str, str]]) -> str:
     """Variants x metrics: value ± half its 95 % interval, * where it differs from `full` (p < 0.05),
     the best value per column in bold."""
-    best = best_by_metric(table, [v for v in variants if v != "teacher"])
+    best = best_by_metric(table, [v for v in variants if v not in TEACHER_RUNS])
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
-    seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant != "teacher"}
+    seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant not in TEACHER_RUNS}
     seeds_max = int(table.n_seeds.dropna().max()) if "n_seeds" in table and table.n_seeds.notna().any() else 1
     lines = ["| Method | " + " | ".join(label for _, label in columns) + " | Seeds |",
              "|---|" + "---|" * (len(columns) + 1)]
@@ -415,7 +420,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
             row = lookup.get((v, metric))
             value = float(row.value) if row is not None and _present(row.value) else None
             text = _fmt(value)
-            if value is not None and v != "teacher" and metric in best and value == best[metric]:
+            if value is not None and v not in TEACHER_RUNS and metric in best and value == best[metric]:
                 text = f"**{text}**"
             if value is not None and _present(getattr(row, "ci_low", None)):
                 half = (row.ci_high - row.ci_low) / 2
@@ -424,7 +429,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
                 else:
                     text += f" ± {_fmt(half)}"
             n = getattr(row, "n_seeds", None)
-            if value is not None and _present(n) and seeds_max > 1 and int(n) < seeds_max and v != "teacher":
+            if value is not None and _present(n) and seeds_max > 1 and int(n) < seeds_max and v not in TEACHER_RUNS:
                 text += f" [{int(n)} seed{'s' if int(n) > 1 else ''}]"  # not the mean over every seed
             if value is not None and _present(getattr(row, "p_vs_full", None)) and row.p_vs_full < SIGNIFICANT:
                 text += "*"
@@ -498,7 +503,7 @@ def ablation_markdown(table: pd.DataFrame, variants: list[str]) -> str:
         note = ["FD-T (ToyWorld features) is a Fréchet distance to the teacher's samples in the toy encoder's "
                 "feature space (`fd_t_toyworld`), shown where the paper has FID-T because Inception weights "
                 "are not available here; it is not FID and not comparable with published FID-T values."]
-    shown = [v for v in variants if v != "teacher"]
+    shown = [v for v in variants if v not in TEACHER_RUNS]
     body = [
         "# Ablation (paper Tab. 2 shape)", "",
         f"Family: {table.family.iloc[0] if len(table) else 'unknown'}; revision {table.revision.iloc[0] if len(table) else 'unknown'}. "
@@ -525,10 +530,10 @@ def published_markdown(table: pd.DataFrame, variants: list[str], family: str) ->
                                  "appear here and in summary.csv as `published:<method>`.", ""])
     order = METRICS + GENEVAL + COMPBENCH
     metrics = sorted(dict.fromkeys(published.metric), key=lambda m: order.index(m) if m in order else len(order))
-    ours = table[table.variant.isin(["teacher"] + variants) & table.metric.isin(metrics) & table.value.notna()]
+    ours = table[table.variant.isin([*TEACHER_RUNS, *variants]) & table.metric.isin(metrics) & table.value.notna()]
     shown = [m for m in metrics if m in set(ours.metric)] or metrics
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
-    rows = [v for v in ["teacher"] + variants if v in set(ours.variant)] + list(dict.fromkeys(published.variant))
+    rows = [v for v in [*TEACHER_RUNS, *variants] if v in set(ours.variant)] + list(dict.fromkeys(published.variant))
     body += ["| Method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
     warnings = {}
     for v in rows:
@@ -553,10 +558,20 @@ def published_markdown(table: pd.DataFrame, variants: list[str], family: str) ->
     return "\n".join(body)
 
 
+def ttur_markdown(results: Path) -> str:
+    """The TTUR sweep's table and verdict (`python -m train.ttur_sweep` -> results/ttur/sweep.md, paper Fig. 3),
+    one heading level down, where the sweep has run; it is not a stage: rerun the report after a sweep."""
+    path = results / "ttur" / "sweep.md"
+    if not path.is_file():
+        return ""
+    text = path.read_text().replace("\n# ", "\n## ")
+    return "\n" + ("#" + text if text.startswith("# ") else text)
+
+
 def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     ge = [(m, m.removeprefix("geneval_")) for m in GENEVAL]
     cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
-    present = [v for v in ["teacher"] + variants if v in set(table.variant)]
+    present = [v for v in [*TEACHER_RUNS, *variants] if v in set(table.variant)]
     body = ["# Benchmarks", "", "## GenEval (per task, image-level accuracy; overall = mean of tasks)", "",
             markdown_table(table, present, ge), "", "## T2I-CompBench (per category)", "",
             markdown_table(table, present, cb), ""]
@@ -571,7 +586,7 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
 def provenance_records(params: dict, results: Path) -> dict:
     """{run: {"metrics" | "geneval" | "compbench": the stage's provenance record}} (protocols/provenance.py)."""
     out = {}
-    for run in ["teacher"] + [r for _, _, r in pipeline_runs(params)]:
+    for run in [*TEACHER_RUNS, *(r for _, _, r in pipeline_runs(params))]:
         records = {}
         meta = _read_json(results / "metrics" / run / "metrics.meta.json") or {}
         if meta.get("provenance"):
@@ -600,7 +615,8 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     table.to_csv(out / "summary.csv", index=False)
     by_seed.drop(columns="run").to_csv(out / "summary_by_seed.csv", index=False)
     (out / "provenance.json").write_text(json.dumps(provenance_records(params, results), indent=2) + "\n")
-    (out / "ablation.md").write_text(ablation_markdown(table, variants) + published_markdown(table, variants, family))
+    (out / "ablation.md").write_text(ablation_markdown(table, variants) + published_markdown(table, variants, family)
+                                     + ttur_markdown(results))
     (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
     curves.to_csv(out / "along_training.csv", index=False)
     (out / "along_training.md").write_text(along_training_markdown(curves, variants))

@@ -20,8 +20,8 @@ import pandas as pd
 from configs.params import ParamsError, load_params
 from protocols.provenance import short_models
 from protocols.published import PREFIX, load_published
-from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, VARIANT_LABELS,
-                               ablation_markdown, best_by_metric, clip_label, results_table)
+from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, TEACHER_RUNS,
+                               VARIANT_LABELS, ablation_markdown, best_by_metric, clip_label, results_table)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
           "loss_d_fake", "grad_norm_generator", "grad_norm_fake_score", "grad_norm_discriminator", "s_per_iter"]
@@ -48,8 +48,9 @@ def variant_order(loc: Locations, table: pd.DataFrame | None = None) -> list[str
         names = list(load_params(loc.params).get("variants") or {})
     except ParamsError:
         names = []
-    extra = [] if table is None else [v for v in dict.fromkeys(table.variant) if v not in names and v != "teacher"]
-    return ["teacher"] + names + extra
+    extra = [] if table is None else [v for v in dict.fromkeys(table.variant)
+                                      if v not in names and v not in TEACHER_RUNS]
+    return [*TEACHER_RUNS, *names, *extra]
 
 
 def load_table(loc: Locations) -> pd.DataFrame:
@@ -99,7 +100,7 @@ def seeds_column(table: pd.DataFrame, index) -> pd.Series:
     if "seed" not in table:
         return pd.Series("—", index=index, name="seeds")
     seeds = table[table.value.notna()].groupby("variant").seed.first()
-    return pd.Series([str(seeds.get(v)) if v != "teacher" and pd.notna(seeds.get(v)) else "—" for v in index],
+    return pd.Series([str(seeds.get(v)) if v not in TEACHER_RUNS and pd.notna(seeds.get(v)) else "—" for v in index],
                      index=index, name="seeds")
 
 
@@ -129,12 +130,12 @@ def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 def best_cells(table: pd.DataFrame) -> dict[str, float]:
     """Best value per metric over the distilled variants (direction-aware; the teacher excluded)."""
-    return best_by_metric(table, [v for v in table.variant.unique() if v != "teacher"])
+    return best_by_metric(table, [v for v in table.variant.unique() if v not in TEACHER_RUNS])
 
 
 def skipped(table: pd.DataFrame) -> pd.DataFrame:
     """(metric, variants, reason) for every metric without a value."""
-    sub = table[table.value.isna() & table.variant.ne("teacher")]
+    sub = table[table.value.isna() & ~table.variant.isin(TEACHER_RUNS)]
     if sub.empty:
         return pd.DataFrame(columns=["metric", "variants", "reason"])
     grouped = sub.groupby(["metric", "reason"], sort=False).variant.apply(lambda s: ", ".join(s)).reset_index()
@@ -146,7 +147,7 @@ def ablation(loc: Locations, table: pd.DataFrame) -> str:
     gives the section its heading."""
     md = loc.results / "ablation.md"
     text = md.read_text() if md.is_file() else \
-        ablation_markdown(table, [v for v in variant_order(loc, table) if v != "teacher"])
+        ablation_markdown(table, [v for v in variant_order(loc, table) if v not in TEACHER_RUNS])
     lines = text.splitlines()
     return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip()
 
@@ -428,7 +429,7 @@ def label(variant: str) -> str:
     return VARIANT_LABELS.get(variant, variant)
 
 
-__all__ = ["seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
+__all__ = ["TEACHER_RUNS", "seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",
            "geneval_frame", "label", "load_curves", "load_table", "sample_images", "sample_prompts", "skipped",
            "variant_order", "wide_table", "split_published", "published_view", "paper_tables",
            "protocol_warnings", "clip_scale", "provenance_table"]

@@ -16,7 +16,7 @@ from benchmarks.geneval.detectors import MissingDetector, OracleDetector
 from benchmarks.geneval.metadata import MetadataError, TASKS, read_metadata, toy_metadata
 from benchmarks.geneval.run import scan_layout, score_layout
 from benchmarks.geneval.summary import summarize
-from configs.cli import UserError
+from configs.cli import CommandLineError, UserError
 from toyworld.grammar import sample_scene
 from toyworld.render import render
 from toyworld.world import PromptSpec
@@ -87,6 +87,26 @@ def test_cli_end_to_end_and_resume(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
     main(["--params", str(params), "--out", str(out)])
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+
+
+def test_teacher_at_the_students_step_count(tmp_path):
+    """--teacher-steps (the geneval_teacher_few stage) samples the teacher with that many Euler steps on the
+    same prompts and seeds, and says so in its summary; it is refused with a student or a count below 1."""
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"benchmarks": {"geneval": {"prompts_per_task": 1, "images_per_prompt": 1,
+                                                             "teacher_steps": 3, "batch_size": 8}}}))
+    ref = main(["--params", str(params), "--out", str(tmp_path / "ref")])
+    few = main(["--params", str(params), "--teacher-steps", "1", "--out", str(tmp_path / "few")])
+    assert (ref["generator"]["steps"], few["generator"]["steps"]) == (3, 1)
+    assert few["generator"]["sampler"] == "euler" and few["generator"]["source"] == "teacher"
+    first = [np.asarray(Image.open(tmp_path / name / "images" / "00000" / "samples" / "00000.png"))
+             for name in ("ref", "few")]
+    assert not np.array_equal(*first)
+    assert [json.loads(x)["prompt"] for x in (tmp_path / "ref" / "results.jsonl").read_text().splitlines()] == \
+        [json.loads(x)["prompt"] for x in (tmp_path / "few" / "results.jsonl").read_text().splitlines()]
+    for bad in (["--teacher-steps", "0"], ["--teacher-steps", "2", "--student", str(tmp_path)]):
+        with pytest.raises(CommandLineError, match="--teacher-steps"):
+            main(["--params", str(params), *bad, "--out", str(tmp_path / "bad")])
 
 
 def test_bad_metadata_and_layout(tmp_path):

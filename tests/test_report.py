@@ -27,6 +27,7 @@ def synthetic_tree(tmp_path):
             "n_images": {m: 96 for m in METRICS}})
         write(res / "geneval" / f"{v}-0" / "summary.json", {m: 0.5 + (v == "full") * 0.1 for m in GENEVAL})
     write(res / "geneval" / "teacher" / "summary.json", {m: 0.7 for m in GENEVAL})
+    write(res / "geneval" / "teacher_few" / "summary.json", {m: 0.45 for m in GENEVAL})
     write(res / "compbench" / "full-0" / "summary.json", {m: 0.4 for m in COMPBENCH})
     return params, res
 
@@ -48,6 +49,8 @@ def test_long_table_has_every_variant_and_metric(tmp_path):
     assert set(table[(table.variant == "wo_isg") & table.metric.isin(COMPBENCH)].reason) == {"not run"}
     teacher = table[table.variant == "teacher"]
     assert set(teacher.metric) == set(GENEVAL)  # the teacher only has the benchmark rows it ran
+    few = table[table.variant == "teacher_few"]  # the teacher at the student's step count, beside it
+    assert set(few.metric) == set(GENEVAL) and set(few.value) == {0.45} and few.p_vs_full.isna().all()
 
 
 def test_ablation_marks_best_in_the_right_direction(tmp_path):
@@ -61,6 +64,8 @@ def test_ablation_marks_best_in_the_right_direction(tmp_path):
     assert "`hpsv2`" in md and "no weights for hpsv2" in md and "not run" in md
     bench = (tmp_path / "out" / "benchmarks.md").read_text()
     assert "| Teacher |" in bench and "single_object" in bench
+    few = next(line for line in bench.splitlines() if line.startswith("| Teacher (few-step Euler) |"))
+    assert "0.4500" in few and "**" not in few  # never the best value: it is not a distilled variant
 
 
 def test_empty_results_do_not_crash(tmp_path):
@@ -68,3 +73,14 @@ def test_empty_results_do_not_crash(tmp_path):
     table = main(["--params", str(params), "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
     assert table.value.notna().sum() == 0 and set(table.reason) == {"not run"}
     assert (tmp_path / "out" / "ablation.md").read_text().startswith("# Ablation")
+
+
+def test_ablation_includes_the_ttur_sweep_where_it_ran(tmp_path):
+    params, res = synthetic_tree(tmp_path)
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "a")])
+    assert "TTUR" not in (tmp_path / "a" / "ablation.md").read_text()
+    (res / "ttur").mkdir()
+    (res / "ttur" / "sweep.md").write_text("# TTUR with and without IDA (paper Fig. 3 shape)\n\n| TTUR | IDA |\n")
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "b")])
+    md = (tmp_path / "b" / "ablation.md").read_text()
+    assert "\n## TTUR with and without IDA (paper Fig. 3 shape)" in md and md.index("TTUR") > md.index("# Ablation")

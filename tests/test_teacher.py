@@ -62,6 +62,21 @@ def test_resume_continues_exactly(tmp_path, dataset):
         assert torch.equal(p, q), k
 
 
+def test_a_checkpoint_of_other_params_is_moved_aside_not_resumed(tmp_path, dataset):
+    """A stale checkpoint (other teacher params, e.g. another text encoder or lr) is never continued: it is
+    moved to work/superseded/<time>/ with the reason, and the run starts over exactly as a fresh one."""
+    straight = teacher.train_teacher(_params(steps=2), dataset, tmp_path / "a", tmp_path / "wa")
+    teacher.train_teacher(_params(steps=2, checkpoint_every=1, lr=1e-3), dataset, tmp_path / "b", tmp_path / "wb")
+    before = json.loads((tmp_path / "wb" / "checkpoint" / "state.json").read_text())
+    assert before["settings"]["lr"] == 1e-3 and before["data"].startswith("16 prompts")
+    again = teacher.train_teacher(_params(steps=2), dataset, tmp_path / "b", tmp_path / "wb")
+    moved = list((tmp_path / "wb" / "superseded").iterdir())
+    assert len(moved) == 1 and (moved[0] / "checkpoint" / "state.json").is_file()
+    assert "teacher.lr: 0.001 -> 0.002" in (moved[0] / "why.txt").read_text()
+    for (k, p), (_, q) in zip(straight.denoiser.state_dict().items(), again.denoiser.state_dict().items()):
+        assert torch.equal(p, q), k
+
+
 def test_bad_dataset_fails_before_any_model_is_built(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         teacher.train_teacher(_params(steps=1), tmp_path / "nope.json", tmp_path / "o", tmp_path / "w")

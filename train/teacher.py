@@ -8,12 +8,16 @@ CLIP's text tower, at `text_lr_scale` x the learning rate) alongside.
 Rectified flow x_t = (1-s) x0 + s eps, target eps - x0, logit-normal timesteps with SD3's
 shift (3, in training and sampling: the prompt only matters at high noise in a small world).
 Resumable: a checkpoint in --work is written every `checkpoint_every` steps and picked up
-automatically; the finished teacher (EMA weights) is written atomically to --out.
+automatically when it was written with the same teacher params (RESUMABLE_ACROSS may differ: a longer
+run continues) and the same training prompts; a checkpoint of other params or data is moved aside to
+--work/superseded/<UTC time>/ (never deleted) and training starts over. The finished teacher (EMA
+weights) is written atomically to --out.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import shutil
@@ -36,6 +40,42 @@ from train.dataset import ImageTextDataset
 from toyworld.world import RESOLUTION
 
 DEFAULTS = SCHEMA["teacher"].plain_defaults()  # keys, defaults and rules: configs/schema.py
+# teacher params that do not change the weights a checkpoint continues to (steps: a longer run resumes)
+RESUMABLE_ACROSS = {"steps", "threads", "checkpoint_every", "eval"}
+
+
+def run_identity(p: dict, prompts: list[str]) -> dict:
+    """What a checkpoint must share with this start to be continued: the params (RESUMABLE_ACROSS
+    excluded) and a fingerprint of the training prompts in their order (the rendered data's identity)."""
+    settings = {k: v for k, v in json.loads(json.dumps(p, default=str)).items() if k not in RESUMABLE_ACROSS}
+    data = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
+    return {"settings": settings, "data": f"{len(prompts)} prompts, sha256 {data}"}
+
+
+def _identity_diff(saved: dict, current: dict) -> list[str]:
+    """The differences that make a checkpoint another run (empty: resumable). A checkpoint written before
+    the identity was recorded is not compared."""
+    if "settings" not in saved:
+        return []
+    old, new = saved["settings"], current["settings"]
+    diff = [f"teacher.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    if saved.get("data") != current["data"]:
+        diff.append(f"training data: {saved.get('data')} -> {current['data']}")
+    return diff
+
+
+def _move_aside(work: Path, why: list[str]) -> Path:
+    """Move the checkpoint and loss log of another run to work/superseded/<UTC time>/ (nothing is deleted)."""
+    dest = work / "superseded" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest.mkdir(parents=True, exist_ok=False)
+    for name in ("checkpoint", "loss.jsonl"):
+        if (work / name).exists():
+            (work / name).rename(dest / name)
+    (dest / "why.txt").write_text("moved aside: the checkpoint was written with\n" + "\n".join(why) + "\n")
+    print(f"teacher: {work / 'checkpoint'} was written with other params or data ({'; '.join(why)}); "
+          f"moved to {dest} and starting over")
+    return dest
 
 
 def lr_at(step: int, p: dict) -> float:
@@ -50,7 +90,8 @@ def _modules(bb: ToyBackbone) -> dict[str, torch.nn.Module]:
     return {"transformer": bb.denoiser, "text_encoder": bb.text_encoder}
 
 
-def _save_checkpoint(work: Path, step: int, bb: ToyBackbone, ema: ToyBackbone, opt, gen: torch.Generator) -> None:
+def _save_checkpoint(work: Path, step: int, bb: ToyBackbone, ema: ToyBackbone, opt, gen: torch.Generator,
+                     identity: dict) -> None:
     tmp = work / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -58,7 +99,7 @@ def _save_checkpoint(work: Path, step: int, bb: ToyBackbone, ema: ToyBackbone, o
         for name, m in _modules(b).items():
             save_model(m, str(tmp / f"{prefix}{name}.safetensors"))  # handles T5's tied embeddings
     save_optimizer(tmp / "optimizer.safetensors", opt.state_dict())
-    (tmp / "state.json").write_text(json.dumps({"step": step, "rng": capture_rng({"data": gen})}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "rng": capture_rng({"data": gen}), **identity}))
     final = work / "checkpoint"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -104,8 +145,17 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     opt = torch.optim.AdamW(groups, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(p["seed"])
     work.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(p, prompts)
+    state_json = work / "checkpoint" / "state.json"
+    if state_json.exists():
+        try:
+            why = _identity_diff(json.loads(state_json.read_text()), identity)
+        except ValueError:
+            why = ["an unreadable state.json"]
+        if why:
+            _move_aside(work, why)
     start = 0
-    if (work / "checkpoint" / "state.json").exists() or (work / "checkpoint" / "state.pt").exists():
+    if state_json.exists() or (work / "checkpoint" / "state.pt").exists():
         start = _load_checkpoint(work, bb, ema, opt, gen)
         print(f"resuming teacher training at step {start}")
     log = open(work / "loss.jsonl", "a")
@@ -140,7 +190,7 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
                                   "elapsed_s": time.time() - t0}) + "\n")
             log.flush()
         if (step + 1) % p["checkpoint_every"] == 0 and step + 1 < p["steps"]:
-            _save_checkpoint(work, step + 1, bb, ema, opt, gen)
+            _save_checkpoint(work, step + 1, bb, ema, opt, gen, identity)
     log.close()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -32,7 +32,8 @@ DEFAULTS = SCHEMA["benchmarks"].defaults["compbench"].plain_defaults()  # config
 BLIP_CATEGORIES = ("color", "shape", "texture")
 
 
-TOY_PROMPTS, TOY_IMAGES, OFFICIAL_IMAGES = 16, 2, 10  # counts when params leave them null
+# counts when params leave them null; toy: 16 prompts x 8 images (non_spatial has 6 prompts: 48 images)
+TOY_PROMPTS, TOY_IMAGES, OFFICIAL_IMAGES = 16, 8, 10
 
 
 def images_per_prompt(cfg: dict) -> int:

@@ -1,0 +1,65 @@
+"""TTUR sweep (paper Fig. 3): runs of the loop at every (ttur, ida) for the same number of generator
+updates with the probe at the same generator updates, the oscillation statistics, the verdict, reuse
+of finished runs."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from toyworld.dataset import write_toy_dataset
+from toyworld.grammar import TASKS
+from train.ttur_sweep import curve_statistics, main, run_name, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_jumping_curve_oscillates_more_than_a_smooth_one():
+    steps = list(range(0, 90, 10))
+    smooth = curve_statistics([(s, 10.0 - s / 10) for s in steps], [(s, 0.1) for s in steps], 80)
+    jumpy = curve_statistics([(s, 10.0 - s / 10 + (2.0 if (s // 10) % 2 else 0.0)) for s in steps],
+                             [(s, 0.3) for s in steps], 80)
+    assert smooth["fd_oscillation"] == pytest.approx(1.0) and jumpy["fd_oscillation"] == pytest.approx(2.0)
+    assert smooth["late_evaluations"] == 5 and jumpy["fd_late_std"] > smooth["fd_late_std"]
+    assert (smooth["fd_final"], jumpy["fake_loss_cv"]) == (pytest.approx(2.0), pytest.approx(0.3))
+    with pytest.raises(ValueError, match="at least 3"):
+        curve_statistics([(0, 1.0), (10, 2.0)], [], 10)
+
+
+def test_the_verdict_needs_every_ttur():
+    def run(osc):
+        return {"fd_final": 1.0, "fd_oscillation": osc, "fd_late_std": 0.1, "fake_loss_cv": 0.2}
+
+    runs = {run_name(5, True, 0): run(1.0), run_name(5, False, 0): run(2.0),
+            run_name(10, True, 0): run(1.0), run_name(10, False, 0): run(0.5)}
+    result = summarize(runs, [5, 10], [0])
+    assert result["without_ida_oscillates_more"] == {5: True, 10: False} and not result["paper_claim_holds"]
+
+
+def test_sweep_end_to_end_on_the_toy_and_reuse(tmp_path):
+    torch.set_num_threads(2)
+    write_toy_dataset(tmp_path / "data", 16, 0, dict.fromkeys(TASKS, 1.0))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "train": {"family": "toy", "preset": "toy", "teacher": str(ROOT / "models/toy/teacher"),
+                  "clip": str(ROOT / "models/toy/clip"), "vfm_backbone": str(ROOT / "models/toy/dinov2"),
+                  "dataset": str(tmp_path / "data" / "dataset.json"), "batch_size": 2, "eval_prompts": 6,
+                  "checkpoint_every": 100, "sample_every": 0, "log_every": 1, "loss_window": 2},
+        "variants": {"full": {}}}))
+    args = ["--params", str(params), "--ttur", "1", "2", "--generator-updates", "4", "--evals", "2",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res")]
+    result = main(args)
+    for ttur in (1, 2):
+        for ida in (True, False):
+            run = result["runs"][run_name(ttur, ida, 0)]
+            assert [s for s, _ in run["curve"]] == [0, 2 * ttur, 4 * ttur]  # the same generator updates
+            summary = json.loads((tmp_path / "runs" / run_name(ttur, ida, 0) / "summary.json").read_text())
+            assert summary["steps"] == 4 * ttur
+    assert set(result["table"]) == {"ttur1-ida_on", "ttur1-ida_off", "ttur2-ida_on", "ttur2-ida_off"}
+    md = (tmp_path / "res" / "sweep.md").read_text()
+    assert "| 2 | off |" in md and "paper's claim" in md
+    assert json.loads((tmp_path / "res" / "sweep.json").read_text())["fd_key"] == "eval/fd_t_toyworld"
+    stamp = (tmp_path / "runs" / run_name(2, False, 0) / "summary.json").stat().st_mtime_ns
+    assert main(args)["table"] == result["table"]  # finished runs are reused, not retrained
+    assert (tmp_path / "runs" / run_name(2, False, 0) / "summary.json").stat().st_mtime_ns == stamp

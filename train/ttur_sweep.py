@@ -1,0 +1,163 @@
+"""The paper's Fig. 3 experiment: TTUR 5/10/20 with and without IDA, compared on how much the
+metrics along training oscillate.
+
+    python -m train.ttur_sweep [--params params.yaml] [--ttur 5 10 20] [--generator-updates 80]
+                               [--evals 16] [--seeds 0] [--runs runs/ttur] [--out results/ttur]
+
+Every (ttur, ida, seed) is one run of the SenseFlow loop (`train.senseflow`, the `full` variant with
+train.ttur and train.ida set) for the same number of generator updates, so steps = ttur x
+generator_updates, with the probe (train/probe.py: fixed prompts and noise) every
+ttur x generator_updates / evals iterations: every curve has its points at the same generator
+updates. Run folders are <runs>/ttur<T>-ida_<on|off>-<seed>; an interrupted sweep resumes them and a
+finished run is reused (the loop's own resume rules: a folder of other settings is refused).
+
+Per run (`results/ttur/sweep.json`, table in `sweep.md`):
+- fd_final: the probe's Fréchet distance to the teacher at the last evaluation (FD-T; ToyWorld
+  features on the toy, Inception FID-T on a real family);
+- fd_oscillation: mean |FD(k+1) - FD(k)| over the evaluations of the second half of training
+  (after the initial descent): how much the curve jumps between neighbouring evaluations, what the
+  paper's Fig. 3 shows without IDA;
+- fd_late_std: the standard deviation of FD over those evaluations;
+- fake_loss_cv: the loop's rolling std / mean of the fake-score loss (train/alarms.py), averaged over
+  the second half.
+With several seeds the table gives mean ± standard deviation over seeds. The paper's claim holds here
+where, at every TTUR, the runs without IDA oscillate more than those with it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from configs.cli import ArgumentParser, count, run_command
+from configs.paths import writable_folder
+from train.senseflow import main as senseflow_main
+
+FD_KEYS = ("eval/fd_t_toyworld", "eval/fid_t")  # DESIGN.md along-training keys: toy, real family
+STATS = ("fd_final", "fd_oscillation", "fd_late_std", "fake_loss_cv")
+
+
+def run_name(ttur: int, ida: bool, seed: int) -> str:
+    return f"ttur{ttur}-ida_{'on' if ida else 'off'}-{seed}"
+
+
+def curve_statistics(curve: list[tuple[int, float]], fake_cv: list[tuple[int, float]], last_step: int) -> dict:
+    """The per-run numbers of the module docstring from the FD curve [(step, fd)] and the fake-score
+    loss's rolling CV [(step, cv)] of a run of `last_step` iterations."""
+    curve = sorted(curve)
+    if len(curve) < 3:
+        raise ValueError(f"need at least 3 evaluations along training, got {len(curve)}")
+    late = [fd for step, fd in curve if step >= last_step / 2]
+    if len(late) < 2:
+        late = [fd for _, fd in curve[-2:]]
+    jumps = [abs(b - a) for a, b in zip(late, late[1:])]
+    cv_late = [cv for step, cv in fake_cv if step >= last_step / 2]
+    return {"fd_final": curve[-1][1], "fd_oscillation": statistics.fmean(jumps),
+            "fd_late_std": statistics.stdev(late), "fake_loss_cv": statistics.fmean(cv_late) if cv_late else None,
+            "evaluations": len(curve), "late_evaluations": len(late)}
+
+
+def read_run(folder: Path) -> dict:
+    """The FD curve and fake-loss CV of a finished run folder, as curve_statistics() takes them."""
+    summary = json.loads((folder / "summary.json").read_text())
+    points = summary.get("along_training") or []
+    key = next((k for k in FD_KEYS if any(k in p for p in points)), None)
+    if key is None:
+        raise ValueError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}); the probe did not run")
+    curve = [(int(p["step"]), float(p[key])) for p in points if p.get(key) is not None]
+    cv_file = folder / "dvclive" / "plots" / "metrics" / "fake_loss_cv.tsv"
+    fake_cv = []
+    if cv_file.is_file():
+        table = pd.read_csv(cv_file, sep="\t")
+        fake_cv = list(zip(table.step.astype(int), table.fake_loss_cv.astype(float)))
+    return {"fd_key": key, **curve_statistics(curve, fake_cv, int(summary["steps"])),
+            "curve": [[s, v] for s, v in curve]}
+
+
+def summarize(runs: dict[str, dict], tturs: list[int], seeds: list[int]) -> dict:
+    """Per (ttur, ida): every statistic's mean and standard deviation over seeds, and the verdict."""
+    table = {}
+    for ttur in tturs:
+        for ida in (True, False):
+            got = [runs[run_name(ttur, ida, s)] for s in seeds]
+            row = {}
+            for stat in STATS:
+                values = [g[stat] for g in got if g[stat] is not None]
+                if values:
+                    row[stat] = statistics.fmean(values)
+                    row[f"{stat}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            table[f"ttur{ttur}-ida_{'on' if ida else 'off'}"] = row
+    more = {t: table[f"ttur{t}-ida_off"]["fd_oscillation"] > table[f"ttur{t}-ida_on"]["fd_oscillation"]
+            for t in tturs}
+    return {"table": table, "without_ida_oscillates_more": more, "paper_claim_holds": all(more.values())}
+
+
+def markdown(result: dict) -> str:
+    t = result["table"]
+    lines = ["# TTUR with and without IDA (paper Fig. 3 shape)", "",
+             f"{result['generator_updates']} generator updates per run, the probe every "
+             f"{result['generator_updates'] // result['evals']} generator updates; seeds {result['seeds']}; "
+             f"FD = `{result['fd_key']}` of the probe (train/probe.py). Oscillation = mean |FD(k+1) - FD(k)| over "
+             "the second half of training.", "",
+             "| TTUR | IDA | FD final | FD oscillation | FD late std | fake-loss CV |", "|---|---|---|---|---|---|"]
+
+    def cell(row, stat):
+        if row.get(stat) is None:
+            return "—"
+        sd = row.get(f"{stat}_std")
+        return f"{row[stat]:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+    for name, row in t.items():
+        ttur, ida = name.removeprefix("ttur").split("-ida_")
+        lines.append(f"| {ttur} | {ida} | " + " | ".join(cell(row, s) for s in STATS) + " |")
+    verdict = ", ".join(f"TTUR {k}: {'yes' if v else 'no'}" for k, v in result["without_ida_oscillates_more"].items())
+    lines += ["", f"Without IDA the FD curve oscillates more than with it: {verdict}. "
+              f"The paper's claim {'holds' if result['paper_claim_holds'] else 'does not hold'} here "
+              f"({'one seed: no interval' if len(result['seeds']) == 1 else '± is the standard deviation over seeds'}).",
+              ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--ttur", type=count(1), nargs="+", default=[5, 10, 20])
+    ap.add_argument("--generator-updates", type=count(2), default=80)
+    ap.add_argument("--evals", type=count(2), default=16, help="probe evaluations per run (besides iteration 0)")
+    ap.add_argument("--seeds", type=count(0), nargs="+", default=[0])
+    ap.add_argument("--runs", default="runs/ttur")
+    ap.add_argument("--out", default="results/ttur")
+    args = ap.parse_args(argv)
+    if args.generator_updates % args.evals:
+        ap.error(f"--generator-updates ({args.generator_updates}) must be a multiple of --evals ({args.evals})")
+    runs_root = writable_folder(args.runs, "the sweep's run folder", "--runs")
+    out = writable_folder(args.out, "the sweep's results folder", "--out")
+    runs = {}
+    for seed in args.seeds:
+        for ttur in args.ttur:
+            for ida in (True, False):
+                name = run_name(ttur, ida, seed)
+                folder = runs_root / name
+                steps = ttur * args.generator_updates
+                if not (folder / "summary.json").is_file() or json.loads(
+                        (folder / "summary.json").read_text()).get("steps") != steps:
+                    print(f"ttur_sweep: {name} ({steps} iterations)")
+                    senseflow_main(["--params", args.params, "--variant", "full", "--out", str(folder),
+                                    "-S", f"train.ttur={ttur}", "-S", f"train.ida={str(ida).lower()}",
+                                    "-S", f"train.seed={seed}", "-S", f"train.steps={steps}",
+                                    "-S", f"train.eval_every={steps // args.evals}"])
+                runs[name] = read_run(folder)
+    result = {"generator_updates": args.generator_updates, "evals": args.evals, "seeds": args.seeds,
+              "fd_key": next(iter(runs.values()))["fd_key"], **summarize(runs, args.ttur, args.seeds), "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "sweep.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    run_command(main)
