@@ -46,18 +46,20 @@ VISION_RENAMES = [  # BLIP ViT (timm-style) -> transformers BlipVisionModel
 ]
 
 
-def vision_state(state: dict) -> dict:
+def vision_state(state: dict, prefix: str = "blip.visual_encoder.", what: str = "the ImageReward checkpoint") -> dict:
+    """The BLIP ViT weights under `prefix` of an original BLIP state dict, renamed to transformers'
+    BlipVisionModel (VISION_RENAMES); any other key under the prefix is an error naming `what`."""
     out = {}
     for key, value in state.items():
-        if not key.startswith("blip.visual_encoder."):
+        if not key.startswith(prefix):
             continue
-        k = key[len("blip.visual_encoder."):]
+        k = key[len(prefix):]
         for pattern, repl in VISION_RENAMES:
             if re.match(pattern, k):
                 k = re.sub(pattern, repl, k)
                 break
         else:
-            raise ValueError(f"unexpected BLIP ViT key {key!r} in the ImageReward checkpoint")
+            raise ValueError(f"unexpected BLIP ViT key {key!r} in {what}")
         out[k] = value
     return out
 
@@ -137,4 +139,4 @@ def load_scorer(models: dict, device: str = "cpu") -> ImageRewardScorer:
     return ImageRewardScorer(models, device)
 
 
-__all__ = ["ImageRewardScorer", "load_scorer", "vision_state"]
+__all__ = ["ImageRewardScorer", "MEAN", "STD", "VISION_RENAMES", "load_scorer", "vision_state"]

@@ -13,8 +13,10 @@ frame) and scores feed the official spatial rule; the non-spatial relation "X th
 Y" is scored 1 when both objects are detected with the same colour, else 0 (the toy CLIP cannot
 judge colour equality reliably, see results/encoders/encoders.json; this replaces the CLIP cosine).
 
-`OfficialJudge` (real runs): BLIP-VQA (transformers BlipForQuestionAnswering from
-`models.compbench_blip_vqa`, the HF conversion of Salesforce's model_base_vqa_capfilt_large), an
+`OfficialJudge` (real runs): BLIP-VQA at the official 480 px (`models.compbench_blip_vqa`: a
+BlipForQuestionAnswering folder converted from Salesforce's model_base_vqa_capfilt_large.pth by
+benchmarks/t2i_compbench/blip_vqa.py, which also holds the scoring; the hub's 384-px conversion is
+refused), an
 object detector from `models.compbench_detector`, CLIP ViT-B/32 from
 `models.clip_vit_b32`, and spaCy `en_core_web_sm` (`models.compbench_spacy`, a local package or
 folder) for noun chunks and nouns exactly as the official scripts parse prompts.
@@ -41,8 +43,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.t2i_compbench.scoring import (DETECTOR_FRAME, Box, canonical_object, first_detection,
-                                              yes_probability)
+from benchmarks.t2i_compbench.blip_vqa import SOURCE as BLIP_SOURCE
+from benchmarks.t2i_compbench.blip_vqa import BlipVqa
+from benchmarks.t2i_compbench.scoring import DETECTOR_FRAME, Box, canonical_object, first_detection
 from configs.cli import UserError
 from toyworld.oracle import detect
 from toyworld.world import PromptSpec, Requirement
@@ -156,11 +159,12 @@ class OfficialJudge:
     name = "official models"  # replaced per instance by the models it runs (the detector named)
 
     def __init__(self, models: dict, device: str = "cpu", threshold: float | None = None):
-        from transformers import (AutoImageProcessor, AutoModelForObjectDetection, AutoProcessor,
-                                  BlipForQuestionAnswering, CLIPModel, CLIPProcessor)
+        from transformers import (AutoImageProcessor, AutoModelForObjectDetection, AutoProcessor, CLIPModel,
+                                  CLIPProcessor)
 
-        blip = require_model(models.get("compbench_blip_vqa"), "BLIP-VQA (BlipForQuestionAnswering)",
-                             "https://huggingface.co/Salesforce/blip-vqa-capfilt-large")
+        blip = require_model(models.get("compbench_blip_vqa"), "BLIP-VQA at 480 px (BlipForQuestionAnswering "
+                             "converted from the released checkpoint: python -m benchmarks.t2i_compbench.blip_vqa)",
+                             BLIP_SOURCE)
         det = require_model(models.get("compbench_detector"), "an object detector (OWLv2 / OWL-ViT, or any "
                             "AutoModelForObjectDetection)", "https://huggingface.co/google/owlv2-base-patch16-ensemble "
                             "(official: UniDet RS200, no transformers port)")
@@ -168,8 +172,7 @@ class OfficialJudge:
                              "https://huggingface.co/openai/clip-vit-base-patch32")
         self.nlp = load_spacy(models.get("compbench_spacy"))
         self.device = device
-        self.blip = BlipForQuestionAnswering.from_pretrained(blip).to(device).eval()
-        self.blip_processor = AutoProcessor.from_pretrained(blip)
+        self.blip = BlipVqa(blip, device)  # refuses a folder not made for the official 480 px
         self.detector_kind = model_type(det)
         self.open_vocabulary = self.detector_kind in OPEN_VOCABULARY
         if self.open_vocabulary:
@@ -185,40 +188,14 @@ class OfficialJudge:
                      f"{self.detector_kind} ({Path(det).name}, threshold {self.threshold:g}) + CLIP ViT-B/32")
         self.clip = CLIPModel.from_pretrained(clip).to(device).eval()
         self.clip_processor = CLIPProcessor.from_pretrained(clip)
-        tok = self.blip_processor.tokenizer
-        self.yes_id, self.no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
-        self.enc_id = tok.convert_tokens_to_ids("[ENC]") if "[ENC]" in tok.get_vocab() else None
-        self.bos_id = self.blip.config.text_config.bos_token_id
 
     # BLIP-VQA ------------------------------------------------------------------------------------
     def noun_phrases(self, prompt: str) -> list[str]:
         return [c.text for c in self.nlp(prompt).noun_chunks if c.text not in NOUN_PHRASE_SKIP]
 
-    @torch.no_grad()
     def attribute_probabilities(self, image: np.ndarray, prompt: str, spec=None) -> list[float]:
-        questions = [f"{p}?" for p in self.noun_phrases(prompt)]
-        if not questions:
-            return []
-        # official transform: 480x480 bicubic resize (no crop), CLIP mean/std
-        pil = Image.fromarray(image).convert("RGB").resize((480, 480), Image.BICUBIC)
-        pixels = self.blip_processor.image_processor(pil, do_resize=False, return_tensors="pt").pixel_values
-        pixels = pixels.to(self.device).expand(len(questions), -1, -1, -1)
-        cleaned = [q.lower().translate(str.maketrans("", "", '.!"()*#:;~')) for q in questions]
-        tok = self.blip_processor.tokenizer(cleaned, padding="longest", truncation=True, max_length=35,
-                                            return_tensors="pt").to(self.device)
-        ids = tok.input_ids.clone()
-        if self.enc_id is not None:
-            ids[:, 0] = self.enc_id  # the original BLIP replaces [CLS] with [ENC] for the question encoder
-        image_embeds = self.blip.vision_model(pixel_values=pixels).last_hidden_state
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
-        question = self.blip.text_encoder(input_ids=ids, attention_mask=tok.attention_mask,
-                                          encoder_hidden_states=image_embeds,
-                                          encoder_attention_mask=image_mask).last_hidden_state
-        start = torch.full((len(questions), 1), self.bos_id, dtype=torch.long, device=self.device)
-        logits = self.blip.text_decoder(input_ids=start, encoder_hidden_states=question,
-                                        encoder_attention_mask=tok.attention_mask).logits[:, 0, :]
-        probs = logits.float().softmax(-1)
-        return [yes_probability(float(p[self.yes_id]), float(p[self.no_id])) for p in probs]
+        """BLIP-VQA's yes-probability of "<noun phrase>?" per noun phrase (benchmarks/t2i_compbench/blip_vqa.py)."""
+        return self.blip.yes_probabilities(image, [f"{p}?" for p in self.noun_phrases(prompt)])
 
     # detector ------------------------------------------------------------------------------------
     def spatial_objects(self, prompt: str, complex_prompt: bool) -> tuple[str | None, str | None]:

@@ -104,11 +104,6 @@ def first_detection(detections: list[tuple[str, Box, float]], name: str | None) 
     return None
 
 
-def yes_probability(p_yes: float, p_no: float) -> float:
-    """BLIP vqa_prob: P(yes) / (P(yes) + P(no)) over the first decoded token."""
-    return p_yes / (p_yes + p_no)
-
-
 def attribute_image_score(probabilities: list[float]) -> float:
     """Product over noun phrases (an image without noun phrases scores 1, as the official loop)."""
     return math.prod(probabilities) if probabilities else 1.0
@@ -149,5 +144,5 @@ def category_score(answers: list[float | str]) -> float:
 
 
 __all__ = ["Box", "SPATIAL_WORDS", "DETECTOR_FRAME", "spatial_relation", "canonical_object", "determine_position",
-           "spatial_image_score", "first_detection", "yes_probability", "attribute_image_score", "blip_answer",
+           "spatial_image_score", "first_detection", "attribute_image_score", "blip_answer",
            "complex_kind", "normalise_complex", "three_in_one", "category_score"]
