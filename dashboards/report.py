@@ -571,10 +571,13 @@ def ttur_markdown(results: Path) -> str:
 def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     ge = [(m, m.removeprefix("geneval_")) for m in GENEVAL]
     cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
-    present = [v for v in [*TEACHER_RUNS, *variants] if v in set(table.variant)]
+    def present(metrics):  # a teacher run only where it has values (teacher_few: GenEval only)
+        ran = set(table[table.metric.isin(metrics) & table.value.notna()].variant)
+        return [v for v in [*TEACHER_RUNS, *variants] if v in set(table.variant) and (v not in TEACHER_RUNS or v in ran)]
+
     body = ["# Benchmarks", "", "## GenEval (per task, image-level accuracy; overall = mean of tasks)", "",
-            markdown_table(table, present, ge), "", "## T2I-CompBench (per category)", "",
-            markdown_table(table, present, cb), ""]
+            markdown_table(table, present(GENEVAL), ge), "", "## T2I-CompBench (per category)", "",
+            markdown_table(table, present(COMPBENCH), cb), ""]
     uncertainty = uncertainty_note(table[table.metric.isin([m for m, _ in ge + cb])])
     body += uncertainty + ([""] if uncertainty else [])
     notes = skipped_notes(table, [m for m, _ in ge + cb])

@@ -30,7 +30,7 @@ from PIL import Image
 from configs.cli import ArgumentParser, UserError, run_command
 from configs.params import load_params
 from configs.paths import writable_folder
-from protocols.provenance import file_sha256
+from protocols.provenance import model_hashes
 
 # metric -> (reference set, extractor) it compares against
 METRIC_REFERENCE = {"fid_t": ("teacher", "inception"), "kid_t": ("teacher", "inception"),
@@ -48,13 +48,13 @@ def _sha(text: str) -> str:
 
 
 def weights_id(models: dict, extractor: str) -> str | None:
-    """sha256 over the extractor's weight files (None when the weights are not set or absent)."""
+    """sha256 over the extractor's weight files (None when the weights are not set or absent); the file
+    hashes come from protocols/provenance.py's disk cache, so multi-GB weights are read once, not per stage."""
     path = models.get(WEIGHT_KEY[extractor])
     if not path or not Path(path).exists():
         return None
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return _sha("".join(f"{p.name}:{file_sha256(p)}" for p in files))
+    files = model_hashes({"weights": path})["weights"]["files"]  # {path relative to the folder: sha256}
+    return _sha("".join(f"{name}:{digest}" for name, digest in files.items()))
 
 
 def extractor_key(models: dict, extractor: str) -> str | None:

@@ -1,8 +1,8 @@
 """The paper's Fig. 3 experiment: TTUR 5/10/20 with and without IDA, compared on how much the
 metrics along training oscillate.
 
-    python -m train.ttur_sweep [--params params.yaml] [--ttur 5 10 20] [--generator-updates 80]
-                               [--evals 16] [--seeds 0] [--runs runs/ttur] [--out results/ttur]
+    python -m train.ttur_sweep [--params params.yaml] [--ttur 5 10 20] [--generator-updates 60]
+                               [--evals 12] [--seeds 0] [--runs runs/ttur] [--out results/ttur]
 
 Every (ttur, ida, seed) is one run of the SenseFlow loop (`train.senseflow`, the `full` variant with
 train.ttur and train.ida set) for the same number of generator updates, so steps = ttur x
@@ -125,8 +125,8 @@ def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--ttur", type=count(1), nargs="+", default=[5, 10, 20])
-    ap.add_argument("--generator-updates", type=count(2), default=80)
-    ap.add_argument("--evals", type=count(2), default=16, help="probe evaluations per run (besides iteration 0)")
+    ap.add_argument("--generator-updates", type=count(2), default=60)
+    ap.add_argument("--evals", type=count(2), default=12, help="probe evaluations per run (besides iteration 0)")
     ap.add_argument("--seeds", type=count(0), nargs="+", default=[0])
     ap.add_argument("--runs", default="runs/ttur")
     ap.add_argument("--out", default="results/ttur")
