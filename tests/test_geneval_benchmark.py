@@ -98,13 +98,15 @@ def test_teacher_at_the_students_step_count(tmp_path):
     ref = main(["--params", str(params), "--out", str(tmp_path / "ref")])
     few = main(["--params", str(params), "--teacher-steps", "1", "--out", str(tmp_path / "few")])
     assert (ref["generator"]["steps"], few["generator"]["steps"]) == (3, 1)
+    like = main(["--params", str(params), "--teacher-steps", "student", "--out", str(tmp_path / "like")])
+    assert like["generator"]["steps"] == 4 and like["generator"]["sampler"] == "euler"  # student_steps (default 4)
     assert few["generator"]["sampler"] == "euler" and few["generator"]["source"] == "teacher"
     first = [np.asarray(Image.open(tmp_path / name / "images" / "00000" / "samples" / "00000.png"))
              for name in ("ref", "few")]
     assert not np.array_equal(*first)
     assert [json.loads(x)["prompt"] for x in (tmp_path / "ref" / "results.jsonl").read_text().splitlines()] == \
         [json.loads(x)["prompt"] for x in (tmp_path / "few" / "results.jsonl").read_text().splitlines()]
-    for bad in (["--teacher-steps", "0"], ["--teacher-steps", "2", "--student", str(tmp_path)]):
+    for bad in (["--teacher-steps", "0"], ["--teacher-steps", "x"], ["--teacher-steps", "2", "--student", str(tmp_path)]):
         with pytest.raises(CommandLineError, match="--teacher-steps"):
             main(["--params", str(params), *bad, "--out", str(tmp_path / "bad")])
 

@@ -53,11 +53,28 @@ def test_cli_trains_saves_and_grades(tmp_path, dataset):
     assert "euler_1" in report and (tmp_path / "res" / "samples" / "default.png").is_file()
 
 
-def test_resume_continues_exactly(tmp_path, dataset):
+def interrupted(monkeypatch, at: int, *args) -> None:
+    """train_teacher(*args) killed when it reaches step `at` (after the checkpoints before it)."""
+    real = teacher.lr_at
+
+    def killed(step, p):
+        if step == at:
+            raise KeyboardInterrupt
+        return real(step, p)
+
+    monkeypatch.setattr(teacher, "lr_at", killed)
+    with pytest.raises(KeyboardInterrupt):
+        teacher.train_teacher(*args)
+    monkeypatch.setattr(teacher, "lr_at", real)
+
+
+def test_resume_continues_exactly(tmp_path, dataset, monkeypatch):
     straight = teacher.train_teacher(_params(steps=3), dataset, tmp_path / "a", tmp_path / "wa")
-    # an interrupted run: 2 planned steps leave a checkpoint after step 1; rerun with 3 resumes from it
-    teacher.train_teacher(_params(steps=2, checkpoint_every=1), dataset, tmp_path / "b", tmp_path / "wb")
+    # a run killed at its third step (checkpoints after steps 1 and 2), then started again: resumes at 2
+    interrupted(monkeypatch, 2, _params(steps=3, checkpoint_every=1), dataset, tmp_path / "b", tmp_path / "wb")
+    assert json.loads((tmp_path / "wb" / "checkpoint" / "state.json").read_text())["step"] == 2
     resumed = teacher.train_teacher(_params(steps=3, checkpoint_every=1), dataset, tmp_path / "b", tmp_path / "wb")
+    assert not (tmp_path / "wb" / "superseded").exists()
     for (k, p), (_, q) in zip(straight.denoiser.state_dict().items(), resumed.denoiser.state_dict().items()):
         assert torch.equal(p, q), k
 
@@ -68,13 +85,31 @@ def test_a_checkpoint_of_other_params_is_moved_aside_not_resumed(tmp_path, datas
     straight = teacher.train_teacher(_params(steps=2), dataset, tmp_path / "a", tmp_path / "wa")
     teacher.train_teacher(_params(steps=2, checkpoint_every=1, lr=1e-3), dataset, tmp_path / "b", tmp_path / "wb")
     before = json.loads((tmp_path / "wb" / "checkpoint" / "state.json").read_text())
-    assert before["settings"]["lr"] == 1e-3 and before["data"].startswith("16 prompts")
+    assert before["settings"]["lr"] == 1e-3
     again = teacher.train_teacher(_params(steps=2), dataset, tmp_path / "b", tmp_path / "wb")
     moved = list((tmp_path / "wb" / "superseded").iterdir())
     assert len(moved) == 1 and (moved[0] / "checkpoint" / "state.json").is_file()
     assert "teacher.lr: 0.001 -> 0.002" in (moved[0] / "why.txt").read_text()
+    assert before["data"].startswith("16 pairs")
     for (k, p), (_, q) in zip(straight.denoiser.state_dict().items(), again.denoiser.state_dict().items()):
         assert torch.equal(p, q), k
+
+
+def test_a_checkpoint_from_other_text_encoder_weights_is_moved_aside(tmp_path, dataset, tiny_clip):
+    """Retraining the toy CLIP (same folder, other weights) makes a teacher checkpoint another run."""
+    import shutil
+
+    from transformers import CLIPModel
+
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_clip, clip)
+    base = _params(steps=2, checkpoint_every=1, text_encoder="toy_clip", text_encoder_init=str(clip))
+    teacher.train_teacher(base, dataset, tmp_path / "t", tmp_path / "w")
+    torch.manual_seed(1)
+    CLIPModel(CLIPModel.from_pretrained(clip).config).save_pretrained(clip)  # a retrained tower, same path
+    teacher.train_teacher(base, dataset, tmp_path / "t", tmp_path / "w")
+    (moved,) = list((tmp_path / "w" / "superseded").iterdir())
+    assert "text encoder start weights" in (moved / "why.txt").read_text()
 
 
 def test_bad_dataset_fails_before_any_model_is_built(tmp_path):
@@ -83,7 +118,8 @@ def test_bad_dataset_fails_before_any_model_is_built(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_toy_clip_text_encoder_starts_from_the_tower_and_fine_tunes_at_its_own_rate(tmp_path, dataset, tiny_clip):
+def test_toy_clip_text_encoder_starts_from_the_tower_and_fine_tunes_at_its_own_rate(tmp_path, dataset, tiny_clip,
+                                                                                     monkeypatch):
     from transformers import CLIPTextModel
 
     tower = CLIPTextModel.from_pretrained(tiny_clip).eval()
@@ -97,8 +133,9 @@ def test_toy_clip_text_encoder_starts_from_the_tower_and_fine_tunes_at_its_own_r
     assert all(unchanged) and not all(moved)
     assert not all(torch.equal(a, b) for a, b in zip(frozen.denoiser.state_dict().values(), ids.denoiser.state_dict().values()))
     # two parameter groups (denoiser, text encoder) resume exactly
-    teacher.train_teacher({**base, "steps": 2, "checkpoint_every": 1}, dataset, tmp_path / "r", tmp_path / "wr")
+    interrupted(monkeypatch, 2, {**base, "checkpoint_every": 1}, dataset, tmp_path / "r", tmp_path / "wr")
     resumed = teacher.train_teacher({**base, "checkpoint_every": 1}, dataset, tmp_path / "r", tmp_path / "wr")
+    assert not (tmp_path / "wr" / "superseded").exists()
     for a, b in zip(tuned.text_encoder.state_dict().values(), resumed.text_encoder.state_dict().values()):
         assert torch.equal(a, b)
 

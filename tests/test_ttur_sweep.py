@@ -10,7 +10,7 @@ import yaml
 
 from toyworld.dataset import write_toy_dataset
 from toyworld.grammar import TASKS
-from train.ttur_sweep import curve_statistics, main, run_name, summarize
+from train.ttur_sweep import SweepRunError, curve_statistics, main, run_name, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +60,9 @@ def test_sweep_end_to_end_on_the_toy_and_reuse(tmp_path):
     md = (tmp_path / "res" / "sweep.md").read_text()
     assert "| 2 | off |" in md and "paper's claim" in md
     assert json.loads((tmp_path / "res" / "sweep.json").read_text())["fd_key"] == "eval/fd_t_toyworld"
-    stamp = (tmp_path / "runs" / run_name(2, False, 0) / "summary.json").stat().st_mtime_ns
-    assert main(args)["table"] == result["table"]  # finished runs are reused, not retrained
-    assert (tmp_path / "runs" / run_name(2, False, 0) / "summary.json").stat().st_mtime_ns == stamp
+    ckpt = next((tmp_path / "runs" / run_name(2, False, 0) / "checkpoints").iterdir())
+    stamp = ckpt.stat().st_mtime_ns
+    assert main(args)["table"] == result["table"]  # finished runs are reloaded, not retrained
+    assert ckpt.stat().st_mtime_ns == stamp
+    with pytest.raises(SweepRunError, match="another --evals"):  # another schedule's curve is never mixed in
+        main([*args[:-4], "--evals", "4", *args[-4:]])

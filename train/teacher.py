@@ -8,9 +8,10 @@ CLIP's text tower, at `text_lr_scale` x the learning rate) alongside.
 Rectified flow x_t = (1-s) x0 + s eps, target eps - x0, logit-normal timesteps with SD3's
 shift (3, in training and sampling: the prompt only matters at high noise in a small world).
 Resumable: a checkpoint in --work is written every `checkpoint_every` steps and picked up
-automatically when it was written with the same teacher params (RESUMABLE_ACROSS may differ: a longer
-run continues) and the same training prompts; a checkpoint of other params or data is moved aside to
---work/superseded/<UTC time>/ (never deleted) and training starts over. The finished teacher (EMA
+automatically when it was written with the same teacher params (only RESUMABLE_ACROSS may differ: not
+`steps`, whose cosine schedule the learning rate follows), the same training data (prompts and pixels)
+and the same text-encoder start weights (`text_encoder_init`'s files); a checkpoint of anything else is
+moved aside to --work/superseded/<UTC time>/ (never deleted) and training starts over. The finished teacher (EMA
 weights) is written atomically to --out.
 """
 from __future__ import annotations
@@ -36,32 +37,45 @@ from configs.params import section
 from configs.schema import SCHEMA
 from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_optimizer
 from protocols.dataset_json import load_dataset_json
+from protocols.provenance import model_hashes
 from train.dataset import ImageTextDataset
 from toyworld.world import RESOLUTION
 
 DEFAULTS = SCHEMA["teacher"].plain_defaults()  # keys, defaults and rules: configs/schema.py
-# teacher params that do not change the weights a checkpoint continues to (steps: a longer run resumes)
-RESUMABLE_ACROSS = {"steps", "threads", "checkpoint_every", "eval"}
+# teacher params that do not change the weights a checkpoint continues to (not `steps`: the lr schedule)
+RESUMABLE_ACROSS = {"threads", "checkpoint_every", "eval"}
 
 
-def run_identity(p: dict, prompts: list[str]) -> dict:
+def _settings(p: dict) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(p, default=str)).items() if k not in RESUMABLE_ACROSS}
+
+
+def run_identity(p: dict, prompts: list[str], images: torch.Tensor) -> dict:
     """What a checkpoint must share with this start to be continued: the params (RESUMABLE_ACROSS
-    excluded) and a fingerprint of the training prompts in their order (the rendered data's identity)."""
-    settings = {k: v for k, v in json.loads(json.dumps(p, default=str)).items() if k not in RESUMABLE_ACROSS}
-    data = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
-    return {"settings": settings, "data": f"{len(prompts)} prompts, sha256 {data}"}
+    excluded), a fingerprint of the training data (prompts in order and the decoded pixels) and of the
+    text encoder's start weights (text_encoder_init's files; a retrained toy CLIP is another start)."""
+    h = hashlib.sha256("\n".join(prompts).encode())
+    h.update(images.contiguous().numpy())
+    identity = {"settings": _settings(p), "data": f"{len(prompts)} pairs, sha256 {h.hexdigest()[:16]}"}
+    if p.get("text_encoder_init") and Path(p["text_encoder_init"]).exists():
+        files = model_hashes({"init": p["text_encoder_init"]})["init"]["files"]
+        identity["text_encoder_init_weights"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return identity
 
 
 def _identity_diff(saved: dict, current: dict) -> list[str]:
     """The differences that make a checkpoint another run (empty: resumable). A checkpoint written before
-    the identity was recorded is not compared."""
+    the identity was recorded is not compared; a key added to the params since counts with its default."""
     if "settings" not in saved:
         return []
-    old, new = saved["settings"], current["settings"]
+    old, new = {**_settings(DEFAULTS), **saved["settings"]}, current["settings"]
     diff = [f"teacher.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
     if saved.get("data") != current["data"]:
         diff.append(f"training data: {saved.get('data')} -> {current['data']}")
+    if saved.get("text_encoder_init_weights") != current.get("text_encoder_init_weights"):
+        diff.append(f"text encoder start weights: {saved.get('text_encoder_init_weights')} -> "
+                    f"{current.get('text_encoder_init_weights')}")
     return diff
 
 
@@ -145,7 +159,7 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     opt = torch.optim.AdamW(groups, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(p["seed"])
     work.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(p, prompts)
+    identity = run_identity(p, prompts, images)
     state_json = work / "checkpoint" / "state.json"
     if state_json.exists():
         try:

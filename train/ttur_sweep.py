@@ -3,13 +3,16 @@ metrics along training oscillate.
 
     python -m train.ttur_sweep [--params params.yaml] [--ttur 5 10 20] [--generator-updates 60]
                                [--evals 12] [--seeds 0] [--runs runs/ttur] [--out results/ttur]
+                               [--on-change refuse|supersede]
 
 Every (ttur, ida, seed) is one run of the SenseFlow loop (`train.senseflow`, the `full` variant with
 train.ttur and train.ida set) for the same number of generator updates, so steps = ttur x
 generator_updates, with the probe (train/probe.py: fixed prompts and noise) every
 ttur x generator_updates / evals iterations: every curve has its points at the same generator
-updates. Run folders are <runs>/ttur<T>-ida_<on|off>-<seed>; an interrupted sweep resumes them and a
-finished run is reused (the loop's own resume rules: a folder of other settings is refused).
+updates. Run folders are <runs>/ttur<T>-ida_<on|off>-<seed>; every run goes through the loop's own start
+rules (train/run_folder.py): an interrupted run resumes, a finished one is only reloaded, and a folder
+of other settings is refused (`--on-change supersede` moves it to <run>.superseded/ and starts over). A
+curve whose evaluations are not this sweep's (e.g. another --evals) is refused, never mixed.
 
 Per run (`results/ttur/sweep.json`, table in `sweep.md`):
 - fd_final: the probe's Fréchet distance to the teacher at the last evaluation (FD-T; ToyWorld
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs.cli import ArgumentParser, count, run_command
+from configs.cli import ArgumentParser, UserError, count, run_command
 from configs.paths import writable_folder
 from train.senseflow import main as senseflow_main
 
@@ -60,20 +63,33 @@ def curve_statistics(curve: list[tuple[int, float]], fake_cv: list[tuple[int, fl
             "evaluations": len(curve), "late_evaluations": len(late)}
 
 
-def read_run(folder: Path) -> dict:
-    """The FD curve and fake-loss CV of a finished run folder, as curve_statistics() takes them."""
+class SweepRunError(UserError, ValueError):
+    """A run folder of the sweep that holds another schedule's curve."""
+
+
+def read_run(folder: Path, eval_every: int) -> dict:
+    """The FD curve and fake-loss CV of a finished run folder, as curve_statistics() takes them; the
+    curve must have exactly this sweep's evaluations (0, eval_every, ..., steps)."""
     summary = json.loads((folder / "summary.json").read_text())
+    steps = int(summary["steps"])
     points = summary.get("along_training") or []
     key = next((k for k in FD_KEYS if any(k in p for p in points)), None)
     if key is None:
-        raise ValueError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}); the probe did not run")
-    curve = [(int(p["step"]), float(p[key])) for p in points if p.get(key) is not None]
+        raise SweepRunError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}); the probe did not run")
+    curve = sorted((int(p["step"]), float(p[key])) for p in points if p.get(key) is not None)
+    expected = list(range(0, steps + 1, eval_every))
+    if [s for s, _ in curve] != expected:
+        raise SweepRunError(f"{folder} holds a curve evaluated at {[s for s, _ in curve][:6]}..., not this sweep's "
+                            f"{expected[:6]}... (another --evals?); nothing was changed. Move the folder aside or pass "
+                            f"another --runs")
     cv_file = folder / "dvclive" / "plots" / "metrics" / "fake_loss_cv.tsv"
-    fake_cv = []
+    fake_cv = {}
     if cv_file.is_file():
         table = pd.read_csv(cv_file, sep="\t")
-        fake_cv = list(zip(table.step.astype(int), table.fake_loss_cv.astype(float)))
-    return {"fd_key": key, **curve_statistics(curve, fake_cv, int(summary["steps"])),
+        for step, cv in zip(table.step.astype(int), table.fake_loss_cv.astype(float)):
+            if step <= steps:
+                fake_cv[step] = cv  # a resumed run logs repeated steps: the last one counts
+    return {"fd_key": key, **curve_statistics(curve, sorted(fake_cv.items()), steps),
             "curve": [[s, v] for s, v in curve]}
 
 
@@ -130,6 +146,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=count(0), nargs="+", default=[0])
     ap.add_argument("--runs", default="runs/ttur")
     ap.add_argument("--out", default="results/ttur")
+    ap.add_argument("--on-change", choices=("refuse", "supersede"), default="refuse",
+                    help="a run folder of other settings: refuse (default) or move it aside and start over")
     args = ap.parse_args(argv)
     if args.generator_updates % args.evals:
         ap.error(f"--generator-updates ({args.generator_updates}) must be a multiple of --evals ({args.evals})")
@@ -142,14 +160,14 @@ def main(argv=None) -> dict:
                 name = run_name(ttur, ida, seed)
                 folder = runs_root / name
                 steps = ttur * args.generator_updates
-                if not (folder / "summary.json").is_file() or json.loads(
-                        (folder / "summary.json").read_text()).get("steps") != steps:
-                    print(f"ttur_sweep: {name} ({steps} iterations)")
-                    senseflow_main(["--params", args.params, "--variant", "full", "--out", str(folder),
-                                    "-S", f"train.ttur={ttur}", "-S", f"train.ida={str(ida).lower()}",
-                                    "-S", f"train.seed={seed}", "-S", f"train.steps={steps}",
-                                    "-S", f"train.eval_every={steps // args.evals}"])
-                runs[name] = read_run(folder)
+                eval_every = steps // args.evals
+                print(f"ttur_sweep: {name} ({steps} iterations)")
+                senseflow_main(["--params", args.params, "--variant", "full", "--out", str(folder),
+                                "--on-change", args.on_change,
+                                "-S", f"train.ttur={ttur}", "-S", f"train.ida={str(ida).lower()}",
+                                "-S", f"train.seed={seed}", "-S", f"train.steps={steps}",
+                                "-S", f"train.eval_every={eval_every}"])
+                runs[name] = read_run(folder, eval_every)
     result = {"generator_updates": args.generator_updates, "evals": args.evals, "seeds": args.seeds,
               "fd_key": next(iter(runs.values()))["fd_key"], **summarize(runs, args.ttur, args.seeds), "runs": runs}
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.geneval [--params params.yaml] --family toy --teacher models/toy/teacher
                                  [--student runs/distill/<run>/student] --out results/geneval/<run>
-    python -m benchmarks.geneval ... --teacher-steps 4 --out results/geneval/teacher_few  # the teacher at 4 Euler steps
+    python -m benchmarks.geneval ... --teacher-steps student --out results/geneval/teacher_few  # the teacher at the
+                                                                  # student's step count (Euler)
     python -m benchmarks.geneval --score-only <images dir> --out DIR   # score an existing official layout
 
 Settings: params.yaml `benchmarks.geneval` (keys, defaults and rules: configs/schema.py); official
@@ -34,16 +35,19 @@ def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
     ap.add_argument("--score-only", default=None, help="score this existing image folder (official layout)")
-    ap.add_argument("--teacher-steps", type=int, default=None,
-                    help="sample the teacher with this many Euler steps instead of benchmarks.geneval.teacher_steps "
-                         "(the geneval_teacher_few stage: the student's step count, on the same prompts and seeds)")
+    ap.add_argument("--teacher-steps", default=None,
+                    help="sample the teacher with this many Euler steps instead of benchmarks.geneval.teacher_steps; "
+                         "'student': the student's step count as the protocol resolves it (the geneval_teacher_few "
+                         "stage), on the same prompts and seeds")
     args = ap.parse_args(argv)
-    if args.teacher_steps is not None and (args.student or args.teacher_steps < 1):
-        ap.error("--teacher-steps sets the teacher's Euler steps: a positive count, and not with --student")
+    if args.teacher_steps is not None and (args.student or not (
+            args.teacher_steps == "student" or (args.teacher_steps.isdigit() and int(args.teacher_steps) >= 1))):
+        ap.error("--teacher-steps sets the teacher's Euler steps: a positive count or 'student', and not with --student")
     params = load_params(args.params)
     cfg = geneval_settings(params)
     if args.teacher_steps is not None:
-        cfg = {**cfg, "teacher_steps": args.teacher_steps}
+        steps = cfg["student_steps"] if args.teacher_steps == "student" else int(args.teacher_steps)
+        cfg = {**cfg, "teacher_steps": steps}
     if cfg["edition"] == "toy" and args.family != "toy":
         raise ParamsError(f"the toy GenEval edition grades ToyWorld images only (benchmarks.geneval.edition, "
                           f"--family {args.family}): set benchmarks.geneval.edition: official for a real family")

@@ -45,12 +45,13 @@ from PIL import Image
 
 from benchmarks.t2i_compbench.blip_vqa import SOURCE as BLIP_SOURCE
 from benchmarks.t2i_compbench.blip_vqa import BlipVqa
-from benchmarks.t2i_compbench.scoring import DETECTOR_FRAME, Box, canonical_object, first_detection
+from benchmarks.t2i_compbench.scoring import DETECTOR_FRAME, Box, blip_answer, canonical_object, first_detection
 from configs.cli import UserError
 from toyworld.oracle import detect
 from toyworld.world import PromptSpec, Requirement
 
 NOUN_PHRASE_SKIP = {"top", "the side", "the left", "the right"}   # BLIP_vqa.py
+NOUN_PHRASES = 8  # BLIP_vqa.py --np_num: the noun phrases asked per image
 OPEN_VOCABULARY = ("owlv2", "owlvit")     # detector model types queried with the prompt's nouns
 CLOSED_SET_THRESHOLD, OPEN_VOCABULARY_THRESHOLD = 0.5, 0.1
 COMPLEX_PREPOSITIONS = ["on top of", "on bottom of", "on the left", "on the right", "next to", "on side of", "near"]
@@ -194,8 +195,11 @@ class OfficialJudge:
         return [c.text for c in self.nlp(prompt).noun_chunks if c.text not in NOUN_PHRASE_SKIP]
 
     def attribute_probabilities(self, image: np.ndarray, prompt: str, spec=None) -> list[float]:
-        """BLIP-VQA's yes-probability of "<noun phrase>?" per noun phrase (benchmarks/t2i_compbench/blip_vqa.py)."""
-        return self.blip.yes_probabilities(image, [f"{p}?" for p in self.noun_phrases(prompt)])
+        """BLIP-VQA's yes-probability of "<noun phrase>?" for the first NOUN_PHRASES noun phrases
+        (benchmarks/t2i_compbench/blip_vqa.py), each rounded as the official per-phrase vqa_result.json
+        answers ("%.4f") that BLIP_vqa.py multiplies."""
+        questions = [f"{p}?" for p in self.noun_phrases(prompt)[:NOUN_PHRASES]]
+        return [float(blip_answer(p)) for p in self.blip.yes_probabilities(image, questions)]
 
     # detector ------------------------------------------------------------------------------------
     def spatial_objects(self, prompt: str, complex_prompt: bool) -> tuple[str | None, str | None]:

@@ -15,8 +15,9 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+import numpy as np
 
 SPATIAL_WORDS = ["on side of", "next to", "near", "on the left of", "on the right of", "on the bottom of",
                  "on the top of", "on top of"]
@@ -105,8 +106,12 @@ def first_detection(detections: list[tuple[str, Box, float]], name: str | None) 
 
 
 def attribute_image_score(probabilities: list[float]) -> float:
-    """Product over noun phrases (an image without noun phrases scores 1, as the official loop)."""
-    return math.prod(probabilities) if probabilities else 1.0
+    """Product over noun phrases (an image without noun phrases scores 1, as the official loop), in
+    float32 and in order as BLIP_vqa.py's reward tensor multiplies."""
+    score = np.float32(1.0)
+    for p in probabilities:
+        score = np.float32(score * np.float32(p))
+    return float(score)
 
 
 def blip_answer(score: float) -> str:
