@@ -81,6 +81,15 @@ def model_hashes(paths: dict[str, str | Path | None]) -> dict:
     return out
 
 
+def weights_fingerprint(path: str | Path | None) -> str | None:
+    """First 16 hex of the sha256 of a weight file's or folder's file sha256s (model_hashes, so through the
+    disk cache), or None without an existing path: says whether two runs started from the same weights."""
+    if not path or not Path(path).exists():
+        return None
+    files = model_hashes({"weights": path})["weights"]["files"]
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def prompt_set_hash(prompts: list[str]) -> str:
     """sha256 of the prompts in order, one per line."""
     return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
@@ -114,5 +123,5 @@ def short_models(models: dict) -> dict[str, str]:
     return out
 
 
-__all__ = ["file_sha256", "path_hashes", "model_hashes", "prompt_set_hash", "package_versions", "provenance",
+__all__ = ["file_sha256", "path_hashes", "model_hashes", "weights_fingerprint", "prompt_set_hash", "package_versions", "provenance",
            "short_models", "cache_file"]

@@ -93,14 +93,9 @@ def teacher_weights(settings: dict) -> str | None:
     """A fingerprint of the teacher's weight files (first 16 hex of the sha256 of their sha256s; file hashes
     cached on disk by protocols/provenance.py, so only a changed file is read again), or None without a
     teacher folder. A retrained teacher at the same path makes a checkpoint of the old one "other settings"."""
-    import hashlib
+    from protocols.provenance import weights_fingerprint
 
-    from protocols.provenance import model_hashes
-
-    if not settings.get("teacher") or not Path(settings["teacher"]).exists():
-        return None
-    files = model_hashes({"teacher": settings["teacher"]})["teacher"]["files"]
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return weights_fingerprint(settings.get("teacher"))
 
 
 def plan_start(out: Path, settings: dict, mode: str = "auto", world_size: int = 1, teacher: str | None = None) -> StartPlan:

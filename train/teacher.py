@@ -37,7 +37,7 @@ from configs.params import section
 from configs.schema import SCHEMA
 from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_optimizer
 from protocols.dataset_json import load_dataset_json
-from protocols.provenance import model_hashes
+from protocols.provenance import weights_fingerprint
 from train.dataset import ImageTextDataset
 from toyworld.world import RESOLUTION
 
@@ -57,9 +57,9 @@ def run_identity(p: dict, prompts: list[str], images: torch.Tensor) -> dict:
     h = hashlib.sha256("\n".join(prompts).encode())
     h.update(images.contiguous().numpy())
     identity = {"settings": _settings(p), "data": f"{len(prompts)} pairs, sha256 {h.hexdigest()[:16]}"}
-    if p.get("text_encoder_init") and Path(p["text_encoder_init"]).exists():
-        files = model_hashes({"init": p["text_encoder_init"]})["init"]["files"]
-        identity["text_encoder_init_weights"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    init = weights_fingerprint(p.get("text_encoder_init"))
+    if init is not None:
+        identity["text_encoder_init_weights"] = init
     return identity
 
 

@@ -34,7 +34,6 @@ must match it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -47,6 +46,7 @@ from configs.cli import ArgumentParser, UserError, run_command
 from configs.paths import readable_folder, writable_folder
 from evaluate.imagereward import MEAN, STD, vision_state
 from measures.weights import load_tensors
+from protocols.provenance import file_sha256
 
 OFFICIAL_IMAGE_SIZE = 480
 BOS, ENC = "[DEC]", "[ENC]"
@@ -148,7 +148,7 @@ def convert(checkpoint: str | Path, tokenizer: str | Path, out: str | Path, imag
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     BlipProcessor(image_processor=images, tokenizer=tok).save_pretrained(tmp)
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    digest = file_sha256(checkpoint)  # streamed and disk-cached, as every model file's provenance hash
     (tmp / "conversion.json").write_text(json.dumps({"source": str(checkpoint), "sha256": digest, **done,
                                                      "converter": "benchmarks/t2i_compbench/blip_vqa.py"}, indent=2))
     tmp.rename(out)
