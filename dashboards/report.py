@@ -560,7 +560,8 @@ def published_markdown(table: pd.DataFrame, variants: list[str], family: str) ->
 
 def ttur_markdown(results: Path) -> str:
     """The TTUR sweep's table and verdict (`python -m train.ttur_sweep` -> results/ttur/sweep.md, paper Fig. 3),
-    one heading level down, where the sweep has run; it is not a stage: rerun the report after a sweep."""
+    one heading level down, where the sweep has run (the file is a dependency of the report stage, so
+    `dvc repro` redoes the report after a sweep)."""
     path = results / "ttur" / "sweep.md"
     if not path.is_file():
         return ""

@@ -33,11 +33,15 @@ def _pairs(task: str, n: int, rng: np.random.Generator):
     """n (render of a seen prompt, its prompt, the same words reordered) triples."""
     pool = split(task, held_out=False)
     out = []
-    while len(out) < n:
+    for _ in range(100 * n):  # bounded: a grammar with no swappable prompt is an error, not an endless loop
+        if len(out) == n:
+            return out
         spec = pool[rng.integers(len(pool))]
         other = swapped(spec, "binding", rng) if task == "color_attr" else _objects_exchanged(spec)
         if other is not None:  # every colour-attribution prompt has its swap in the grammar; kept safe anyway
             out.append((render(sample_scene(spec, rng)), spec.prompt, other.prompt))
+    if len(out) < n:
+        raise ValueError(f"binding probe: only {len(out)} of {n} {task} prompts have a reordered counterpart")
     return out
 
 
