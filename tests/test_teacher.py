@@ -95,6 +95,22 @@ def test_a_checkpoint_of_other_params_is_moved_aside_not_resumed(tmp_path, datas
         assert torch.equal(p, q), k
 
 
+def test_a_checkpoint_that_does_not_record_its_run_is_moved_aside(tmp_path, dataset):
+    """A checkpoint of an older version (state.json with only step and rng) cannot be shown to be this
+    run: it is moved aside and training starts over, as with any other run's checkpoint (continuing
+    one once trained the last 500 steps of a teacher on data it had not started on)."""
+    teacher.train_teacher(_params(steps=2, checkpoint_every=1), dataset, tmp_path / "t", tmp_path / "w")
+    state_json = tmp_path / "w" / "checkpoint" / "state.json"
+    state = json.loads(state_json.read_text())
+    state_json.write_text(json.dumps({"step": state["step"], "rng": state["rng"]}))
+    fresh = teacher.train_teacher(_params(steps=2), dataset, tmp_path / "f", tmp_path / "wf")
+    again = teacher.train_teacher(_params(steps=2, checkpoint_every=1), dataset, tmp_path / "t", tmp_path / "w")
+    (moved,) = list((tmp_path / "w" / "superseded").iterdir())
+    assert "does not record its params and data" in (moved / "why.txt").read_text()
+    for (k, p), (_, q) in zip(fresh.denoiser.state_dict().items(), again.denoiser.state_dict().items()):
+        assert torch.equal(p, q), k
+
+
 def test_a_checkpoint_from_other_text_encoder_weights_is_moved_aside(tmp_path, dataset, tiny_clip):
     """Retraining the toy CLIP (same folder, other weights) makes a teacher checkpoint another run."""
     import shutil

@@ -1,23 +1,26 @@
-"""Per-iteration cost of ISG and IDA (paper Tab. 3), measured interleaved in one process.
+"""Per-iteration cost of ISG and IDA (paper Tab. 3), measured paired in one process.
 
     python -m train.bench_overhead [--params params.yaml] [--families toy,sd3,flux,sdxl]
-                                   [--min-rounds 5] [--max-rounds 60] [--width 0.02] [--cycles 2]
+                                   [--min-rounds 20] [--max-rounds 400] [--width 0.02]
                                    [--out results/bench/overhead.json]
 
 For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
 the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
-After one warm-up TTUR cycle each, the variants take turns (order rotated every round) running
-`cycles` TTUR cycles; every iteration is timed on its own. Before each iteration the run's
-`decisions` generator is reseeded from (seed, step), so the three variants make the same
-backward-simulation choices at the same step (otherwise ISG's own draws shift every later choice and
-the variants' work diverges, which widened the intervals more than extra rounds narrowed them).
+After one untimed warm-up TTUR cycle, the three take every step in turn (order rotated step by
+step) on the same batch, with the run's `decisions` generator reseeded from (seed, step) so that
+they make the same backward-simulation choices; every iteration is timed on its own. A paired
+difference therefore compares the same work measured seconds apart (timing the variants in blocks
+of iterations, as this benchmark first did, left the machine's drift between blocks in every
+ratio: intervals of +-2 to +-4 points after 60 rounds).
 
-ISG and IDA act only on generator turns (one iteration in `ttur`), so a round gives two paired
-overheads per component: on the generator turns, where it runs (mean turn time with / without - 1),
-and per iteration (mean iteration time with / without - 1, DESIGN.md's `isg_overhead` /
-`ida_overhead`). Each is the mean over rounds with a Student-t 95 % interval across rounds; rounds
-continue (from `min_rounds` up to `max_rounds`) until every interval is narrower than `width`
-(2 points by default). `converged` says whether they got there.
+ISG and IDA run only on generator turns (one iteration in `ttur`); the other iterations execute
+the same code with and without them. So the overhead is the paired difference on generator turns,
+over the base time of all iterations (per iteration, DESIGN.md's `isg_overhead` / `ida_overhead`)
+or of the generator turns (on the turns where it runs). The difference on the other iterations is
+reported separately (`*_other_iterations`, expected to contain 0) instead of adding its noise.
+A round is one TTUR cycle; each value has a 95 % BCa bootstrap interval over rounds, and rounds
+continue (from `min_rounds` up to `max_rounds`) until the four ISG/IDA intervals are narrower than
+`width` (2 points by default). `converged` says whether they got there.
 
 Families: toy uses the params' teacher/encoders when they exist (otherwise random stand-ins of the
 same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
@@ -156,67 +159,103 @@ def _batch(run, step):
     return torch.stack([run.data[i][0] for i in idx]), [run.data[i][1] for i in idx]
 
 
-def t_interval(values: list[float], level: float = 0.95) -> dict:
-    """Mean and Student-t interval of the mean across rounds."""
+def ratio_interval(added: list[float], base: list[float], level: float = 0.95, seed: int = 0) -> dict:
+    """sum(added) / sum(base) with a BCa bootstrap interval over paired cycles (scipy.stats.bootstrap)."""
+    import numpy as np
     from scipy import stats
 
-    n = len(values)
-    mean = statistics.fmean(values)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)) if n > 1 else math.inf
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "width": 2 * half, "rounds": n}
+    a, b = np.asarray(added, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    mean = float(a.sum() / b.sum())
+    lo = hi = math.nan
+    if not a.any():  # no difference at all (the same code timed identically): nothing to resample
+        lo = hi = 0.0
+    elif len(a) > 2:
+        res = stats.bootstrap((a, b), lambda x, y, axis: x.sum(axis) / y.sum(axis), paired=True, vectorized=True,
+                              confidence_level=level, n_resamples=4000, method="BCa", random_state=seed)
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # too few cycles (or all equal): no interval yet
+        lo, hi = -math.inf, math.inf
+    return {"mean": mean, "lo": lo, "hi": hi, "width": hi - lo, "rounds": len(a)}
 
 
-def measure_family(settings: dict, cycles: int, root: Path, min_rounds: int = 5, max_rounds: int = 60,
+def overhead_estimates(cycles: list[dict], components=("isg", "ida")) -> dict:
+    """Overheads from paired cycles (each {variant: [seconds per iteration]}, "generator": [bool]).
+
+    A component runs only on generator turns, so its cost is the paired difference there:
+    per iteration = sum(t_with - t_base on generator turns) / sum(t_base on all iterations),
+    on generator turns = the same difference / sum(t_base on generator turns). The other iterations
+    run the same code with and without it; their paired difference (`other_iterations`, relative to
+    their base time) is reported as a check that it is timing noise around 0, and left out of the
+    estimate, where it would only add that noise."""
+    out = {}
+    base_all = [sum(c["base"]) for c in cycles]
+    base_gen = [sum(t for t, g in zip(c["base"], c["generator"]) if g) for c in cycles]
+    base_rest = [sum(t for t, g in zip(c["base"], c["generator"]) if not g) for c in cycles]
+    for comp in components:
+        gen = [sum(t - b for t, b, g in zip(c[comp], c["base"], c["generator"]) if g) for c in cycles]
+        rest = [sum(t - b for t, b, g in zip(c[comp], c["base"], c["generator"]) if not g) for c in cycles]
+        out[f"{comp}_iteration"] = ratio_interval(gen, base_all)
+        out[f"{comp}_generator_turn"] = ratio_interval(gen, base_gen)
+        out[f"{comp}_other_iterations"] = ratio_interval(rest, base_rest) if any(base_rest) else None
+    return out
+
+
+def measure_family(settings: dict, root: Path, min_rounds: int = 20, max_rounds: int = 400,
                    width: float = 0.02) -> dict:
+    """Paired timing of base / +ISG / +IDA: at every step the three runs take that step in turn
+    (order rotated step by step) on the same batch and the same backward-simulation choices, so each
+    difference compares the same work measured seconds apart. A round is one TTUR cycle; rounds
+    continue until the ISG and IDA intervals (per iteration and on generator turns) are narrower than
+    `width`, from `min_rounds` up to `max_rounds`."""
     runs = {name: build_run({**settings, **change}, root / f"run_{name}") for name, change in VARIANTS.items()}
     ttur = settings["ttur"]
-    steps = {name: 0 for name in runs}
-
-    def block(name, n):
-        """Per-iteration seconds of n iterations, and which of them were generator turns."""
-        run, start = runs[name], steps[name]
-        batches = [_batch(run, start + i) for i in range(n)]
-        times, turns = [], []
-        for i, b in enumerate(batches):
-            # same control-flow draws (backward simulation or not) in every variant at a given step,
-            # so that ISG's extra draws do not change how much work the variants' later steps do
-            run.rngs["decisions"].manual_seed(settings["seed"] * 1_000_003 + start + i)
-            t0 = time.perf_counter()
-            train_step(run, start + i, *b)
-            times.append(time.perf_counter() - t0)
-            turns.append((start + i) % ttur == 0)
-        steps[name] += n
-        return times, turns
-
-    for name in runs:
-        block(name, ttur)  # warm-up: one TTUR cycle (allocator, lazy inits)
-    rounds: dict[str, list[dict]] = {name: [] for name in runs}
     order = list(runs)
-    over: dict[str, list[float]] = {f"{c}_{kind}": [] for c in ("isg", "ida") for kind in ("iteration", "generator_turn")}
+
+    def timed(name: str, step: int) -> float:
+        run = runs[name]
+        batch = _batch(run, step)
+        # same control-flow draws (backward simulation or not) in every variant at a given step,
+        # so that ISG's extra draws do not change how much work the variants' later steps do
+        run.rngs["decisions"].manual_seed(settings["seed"] * 1_000_003 + step)
+        t0 = time.perf_counter()
+        train_step(run, step, *batch)
+        return time.perf_counter() - t0
+
+    step = 0
+    for _ in range(ttur):  # warm-up: one TTUR cycle each (allocator, lazy inits), not timed
+        for name in order:
+            timed(name, step)
+        step += 1
+    cycles: list[dict] = []
     summary: dict = {}
-    r = 0
-    while r < max_rounds:
-        for name in order[r % len(order):] + order[:r % len(order)]:
-            times, turns = block(name, cycles * ttur)
-            rounds[name].append({"iteration": statistics.fmean(times),
-                                 "generator_turn": statistics.fmean(t for t, g in zip(times, turns) if g)})
-        for c in ("isg", "ida"):
-            for kind in ("iteration", "generator_turn"):
-                over[f"{c}_{kind}"].append(rounds[c][r][kind] / rounds["base"][r][kind] - 1)
-        r += 1
-        summary = {k: t_interval(v) for k, v in over.items()}
-        if r >= min_rounds and all(s["width"] < width for s in summary.values()):
-            break
-    s_per_iter = {name: statistics.median(x["iteration"] for x in v) for name, v in rounds.items()}
-    return {"s_per_iter": s_per_iter,
-            "s_per_generator_turn": {name: statistics.median(x["generator_turn"] for x in v) for name, v in rounds.items()},
+    keys = [f"{c}_{kind}" for c in ("isg", "ida") for kind in ("iteration", "generator_turn")]
+    while len(cycles) < max_rounds:
+        cycle: dict = {name: [] for name in order} | {"generator": []}
+        for _ in range(ttur):
+            k = step % len(order)
+            for name in order[k:] + order[:k]:
+                cycle[name].append(timed(name, step))
+            cycle["generator"].append(step % ttur == 0)
+            step += 1
+        cycles.append(cycle)
+        if len(cycles) >= min_rounds:
+            summary = overhead_estimates(cycles)
+            if all(summary[k]["width"] < width for k in keys):
+                break
+    summary = overhead_estimates(cycles)
+    per_iter = {name: statistics.fmean(t for c in cycles for t in c[name]) for name in order}
+    per_turn = {name: statistics.fmean(t for c in cycles for t, g in zip(c[name], c["generator"]) if g)
+                for name in order}
+    return {"s_per_iter": per_iter, "s_per_generator_turn": per_turn,
             "isg_overhead": summary["isg_iteration"]["mean"], "ida_overhead": summary["ida_iteration"]["mean"],
             "isg_overhead_interval": summary["isg_iteration"], "ida_overhead_interval": summary["ida_iteration"],
             "isg_overhead_generator_turn": summary["isg_generator_turn"],
             "ida_overhead_generator_turn": summary["ida_generator_turn"],
-            "converged": all(s["width"] < width for s in summary.values()), "target_width": width,
-            "rounds_s_per_iter": {name: [x["iteration"] for x in v] for name, v in rounds.items()},
-            "ttur": ttur, "iterations_per_round": cycles * ttur, "rounds": r,
+            "isg_other_iterations": summary["isg_other_iterations"],
+            "ida_other_iterations": summary["ida_other_iterations"],
+            "converged": all(summary[k]["width"] < width for k in keys), "target_width": width,
+            "rounds_s": cycles,  # per TTUR cycle: seconds per iteration of each variant, generator turn or not
+            "ttur": ttur, "rounds": len(cycles), "iterations_per_round": ttur,
             "batch_size": settings["batch_size"], "preset": settings["preset"]}
 
 
@@ -228,23 +267,24 @@ def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--families", default="toy,sd3,flux,sdxl")
-    ap.add_argument("--min-rounds", type=count(2), default=5)
-    ap.add_argument("--max-rounds", type=count(2), default=60)
+    ap.add_argument("--min-rounds", type=count(3), default=20, help="TTUR cycles before the first stopping check")
+    ap.add_argument("--max-rounds", type=count(3), default=400, help="at most this many TTUR cycles per family")
     ap.add_argument("--width", type=float, default=0.02, help="stop when every 95%% interval is narrower than this")
-    ap.add_argument("--cycles", type=count(1), default=2, help="TTUR cycles per variant per round")
     ap.add_argument("--out", default="results/bench/overhead.json")
     args = ap.parse_args(argv)
     writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     params = load_params(args.params)
     families = parse_families(ap, args.families)
     result = {"families": {}, "skipped": {}, "torch_threads": torch.get_num_threads(),
-              "method": "interleaved rounds, every iteration timed; overhead = mean time with / without - 1 per "
-                        "round (per iteration, and on generator turns, where ISG and IDA run), mean and Student-t "
-                        "95 % interval across rounds"}
+              "method": "paired steps: base, +ISG and +IDA take each step in turn (order rotated) on the same "
+                        "batch and backward-simulation choices; overhead = sum of the paired time differences on "
+                        "generator turns (where ISG and IDA run) / sum of base time (all iterations: per "
+                        "iteration; generator turns: per turn); rounds = TTUR cycles; 95 % BCa bootstrap "
+                        "interval over rounds; *_other_iterations: the same difference on the other iterations "
+                        "(a check: should contain 0)"}
     for family, root, settings, notes in each_family(families, params, result, "bench_overhead"):
         print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
-        res = measure_family(settings, args.cycles, root, args.min_rounds, max(args.min_rounds, args.max_rounds),
-                             args.width)
+        res = measure_family(settings, root, args.min_rounds, max(args.min_rounds, args.max_rounds), args.width)
         res["assets"] = notes
         result["families"][family] = res
         print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "

@@ -65,9 +65,11 @@ def run_identity(p: dict, prompts: list[str], images: torch.Tensor) -> dict:
 
 def _identity_diff(saved: dict, current: dict) -> list[str]:
     """The differences that make a checkpoint another run (empty: resumable). A checkpoint written before
-    the identity was recorded is not compared; a key added to the params since counts with its default."""
-    if "settings" not in saved:
-        return []
+    the identity was recorded cannot be shown to be this run and is never continued (resuming one
+    trained the last steps of a teacher on data it had not started on); a key added to the params
+    since counts with its default."""
+    if "settings" not in saved or "data" not in saved:
+        return ["a checkpoint that does not record its params and data (written by an older version)"]
     old, new = {**_settings(DEFAULTS), **saved["settings"]}, current["settings"]
     diff = [f"teacher.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
@@ -124,18 +126,11 @@ def _load_checkpoint(work: Path, bb: ToyBackbone, ema: ToyBackbone, opt, gen: to
     for prefix, b in (("", bb), ("ema_", ema)):
         for name, m in _modules(b).items():
             load_model(m, str(ck / f"{prefix}{name}.safetensors"))
-    if (ck / "state.json").is_file():
-        saved = load_optimizer(ck / "optimizer.safetensors")
-        saved["state"] = {int(k): v for k, v in saved["state"].items()}
-        opt.load_state_dict(saved)
-        state = json.loads((ck / "state.json").read_text())
-        restore_rng(state["rng"], {"data": gen})
-        return int(state["step"])
-    # a checkpoint written before state.json: tensors and plain values only (nothing pickled runs)
-    state = torch.load(ck / "state.pt", weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    gen.set_state(state["data_rng"])
+    saved = load_optimizer(ck / "optimizer.safetensors")
+    saved["state"] = {int(k): v for k, v in saved["state"].items()}
+    opt.load_state_dict(saved)
+    state = json.loads((ck / "state.json").read_text())
+    restore_rng(state["rng"], {"data": gen})
     return int(state["step"])
 
 
@@ -161,15 +156,15 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     work.mkdir(parents=True, exist_ok=True)
     identity = run_identity(p, prompts, images)
     state_json = work / "checkpoint" / "state.json"
-    if state_json.exists():
+    if (work / "checkpoint").exists():
         try:
             why = _identity_diff(json.loads(state_json.read_text()), identity)
-        except ValueError:
-            why = ["an unreadable state.json"]
+        except (OSError, ValueError):
+            why = ["no readable state.json (an unfinished or older checkpoint)"]
         if why:
             _move_aside(work, why)
     start = 0
-    if state_json.exists() or (work / "checkpoint" / "state.pt").exists():
+    if state_json.exists():
         start = _load_checkpoint(work, bb, ema, opt, gen)
         print(f"resuming teacher training at step {start}")
     log = open(work / "loss.jsonl", "a")
