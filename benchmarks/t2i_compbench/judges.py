@@ -47,6 +47,7 @@ from benchmarks.t2i_compbench.blip_vqa import SOURCE as BLIP_SOURCE
 from benchmarks.t2i_compbench.blip_vqa import BlipVqa
 from benchmarks.t2i_compbench.scoring import DETECTOR_FRAME, Box, blip_answer, canonical_object, first_detection
 from configs.cli import UserError
+from measures.clip_score import projected
 from toyworld.oracle import detect
 from toyworld.world import PromptSpec, Requirement
 
@@ -262,8 +263,8 @@ class OfficialJudge:
             prompt = " ".join(t.text for t in self.nlp(prompt) if t.pos_ != "ADJ")
         inputs = self.clip_processor(text=[prompt], images=Image.fromarray(image).convert("RGB"),
                                      return_tensors="pt", padding=True).to(self.device)
-        img = self.clip.get_image_features(pixel_values=inputs.pixel_values)
-        txt = self.clip.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask)
+        img = projected(self.clip.get_image_features(pixel_values=inputs.pixel_values))
+        txt = projected(self.clip.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask))
         img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
         return float((img * txt).sum())
 
