@@ -28,11 +28,15 @@ def test_overhead_json_has_the_fixed_keys(tmp_path):
         for r in rounds:  # one TTUR cycle per round, one generator turn in it
             assert len(r["base"]) == len(r["isg"]) == len(r["generator"]) == fam["ttur"] and sum(r["generator"]) == 1
         added = sum(t - b for r in rounds for t, b, g in zip(r["isg"], r["base"], r["generator"]) if g)
-        assert fam["isg_overhead"] == pytest.approx(added / sum(sum(r["base"]) for r in rounds))
+        assert fam["isg_overhead"] == pytest.approx(added / sum(sum(r["base"]) for r in rounds), abs=1e-4)
         iv = fam["isg_overhead_interval"]
         assert iv["lo"] <= fam["isg_overhead"] <= iv["hi"] and iv["rounds"] == 3
         assert set(fam["ida_overhead_generator_turn"]) == {"mean", "lo", "hi", "width", "rounds"}
         assert set(fam["ida_other_iterations"]) == {"mean", "lo", "hi", "width", "rounds"}
+        every = sum(t - b for r in rounds for t, b in zip(r["isg"], r["base"]))
+        assert fam["isg_overhead_all_iterations"]["mean"] == pytest.approx(every / sum(sum(r["base"]) for r in rounds),
+                                                                           abs=1e-4)  # rounded to 1e-6 s in the file
+        assert set(fam["other_iterations_contain_zero"]) == {"isg", "ida"}
     assert saved["isg_overhead"] == saved["families"]["toy"]["isg_overhead"]
     assert saved["ida_overhead"] == result["ida_overhead"]
     assert "random teacher of the configured size" in saved["families"]["toy"]["assets"]

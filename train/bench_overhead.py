@@ -1,14 +1,16 @@
 """Per-iteration cost of ISG and IDA (paper Tab. 3), measured paired in one process.
 
     python -m train.bench_overhead [--params params.yaml] [--families toy,sd3,flux,sdxl]
-                                   [--min-rounds 20] [--max-rounds 400] [--width 0.02]
+                                   [--min-rounds 24] [--max-rounds 600] [--width 0.02]
                                    [--out results/bench/overhead.json]
 
 For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
 the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
-After one untimed warm-up TTUR cycle, the three take every step in turn (order rotated step by
-step) on the same batch, with the run's `decisions` generator reseeded from (seed, step) so that
-they make the same backward-simulation choices; every iteration is timed on its own. A paired
+After one untimed warm-up TTUR cycle, the three take every step in turn on the same batch, with
+the run's `decisions` generator reseeded from (seed, step) so that they make the same
+backward-simulation choices; every iteration is timed on its own (the garbage collector paused,
+CUDA synchronised before and after). Round r (one TTUR cycle) uses the r-th of the six orders of
+the three variants, so each is equally often first, second, third and after each other one. A paired
 difference therefore compares the same work measured seconds apart (timing the variants in blocks
 of iterations, as this benchmark first did, left the machine's drift between blocks in every
 ratio: intervals of +-2 to +-4 points after 60 rounds).
@@ -17,10 +19,12 @@ ISG and IDA run only on generator turns (one iteration in `ttur`); the other ite
 the same code with and without them. So the overhead is the paired difference on generator turns,
 over the base time of all iterations (per iteration, DESIGN.md's `isg_overhead` / `ida_overhead`)
 or of the generator turns (on the turns where it runs). The difference on the other iterations is
-reported separately (`*_other_iterations`, expected to contain 0) instead of adding its noise.
-A round is one TTUR cycle; each value has a 95 % BCa bootstrap interval over rounds, and rounds
-continue (from `min_rounds` up to `max_rounds`) until the four ISG/IDA intervals are narrower than
-`width` (2 points by default). `converged` says whether they got there.
+reported separately (`*_other_iterations`, expected to contain 0: a warning is printed and
+`other_iterations_contain_zero` says so when it does not) instead of adding its noise; the ratio
+over all iterations, noise included, is kept as `*_overhead_all_iterations`. Each value has a 95 %
+BCa bootstrap interval over rounds; from `min_rounds` on, every 6 rounds, the run stops once the
+four ISG/IDA intervals are narrower than `width` (2 points by default), at `max_rounds` at the
+latest. `converged` says whether they got there.
 
 Families: toy uses the params' teacher/encoders when they exist (otherwise random stand-ins of the
 same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
@@ -30,6 +34,8 @@ Top-level `isg_overhead` / `ida_overhead` are the toy family's (the embedded def
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import json
 import math
 import statistics
@@ -47,6 +53,7 @@ from train.settings import resolve
 from train.senseflow import build_run, train_step
 
 VARIANTS = {"base": {"isg": False, "ida": False}, "isg": {"isg": True, "ida": False}, "ida": {"isg": False, "ida": True}}
+ORDERS = list(itertools.permutations(VARIANTS))  # the orders the variants take a step in, one per round
 TINY_PRESETS = {"sd3": "sd35_medium", "flux": "flux", "sdxl": "sdxl"}
 
 
@@ -197,19 +204,21 @@ def overhead_estimates(cycles: list[dict], components=("isg", "ida")) -> dict:
         out[f"{comp}_iteration"] = ratio_interval(gen, base_all)
         out[f"{comp}_generator_turn"] = ratio_interval(gen, base_gen)
         out[f"{comp}_other_iterations"] = ratio_interval(rest, base_rest) if any(base_rest) else None
+        out[f"{comp}_all_iterations"] = ratio_interval([g + r for g, r in zip(gen, rest)], base_all)
     return out
 
 
-def measure_family(settings: dict, root: Path, min_rounds: int = 20, max_rounds: int = 400,
+def measure_family(settings: dict, root: Path, min_rounds: int = 24, max_rounds: int = 600,
                    width: float = 0.02) -> dict:
-    """Paired timing of base / +ISG / +IDA: at every step the three runs take that step in turn
-    (order rotated step by step) on the same batch and the same backward-simulation choices, so each
-    difference compares the same work measured seconds apart. A round is one TTUR cycle; rounds
-    continue until the ISG and IDA intervals (per iteration and on generator turns) are narrower than
-    `width`, from `min_rounds` up to `max_rounds`."""
+    """Paired timing of base / +ISG / +IDA: at every step the three runs take that step in turn on
+    the same batch and the same backward-simulation choices, so each difference compares the same
+    work measured seconds apart. A round is one TTUR cycle; round r runs the variants in the r-th of
+    the 6 orders (every variant equally often first, second, third and after each other one, at
+    generator turns too, whatever `ttur` is). Every 6 rounds from `min_rounds` on, the stop is checked:
+    the ISG and IDA intervals (per iteration and on generator turns) narrower than `width`."""
     runs = {name: build_run({**settings, **change}, root / f"run_{name}") for name, change in VARIANTS.items()}
     ttur = settings["ttur"]
-    order = list(runs)
+    cuda = torch.cuda.is_available()
 
     def timed(name: str, step: int) -> float:
         run = runs[name]
@@ -217,35 +226,50 @@ def measure_family(settings: dict, root: Path, min_rounds: int = 20, max_rounds:
         # same control-flow draws (backward simulation or not) in every variant at a given step,
         # so that ISG's extra draws do not change how much work the variants' later steps do
         run.rngs["decisions"].manual_seed(settings["seed"] * 1_000_003 + step)
+        if cuda:
+            torch.cuda.synchronize()  # the previous run's queued work is not billed to this one
         t0 = time.perf_counter()
         train_step(run, step, *batch)
+        if cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - t0
 
     step = 0
     for _ in range(ttur):  # warm-up: one TTUR cycle each (allocator, lazy inits), not timed
-        for name in order:
+        for name in VARIANTS:
             timed(name, step)
         step += 1
     cycles: list[dict] = []
-    summary: dict = {}
     keys = [f"{c}_{kind}" for c in ("isg", "ida") for kind in ("iteration", "generator_turn")]
     while len(cycles) < max_rounds:
-        cycle: dict = {name: [] for name in order} | {"generator": []}
-        for _ in range(ttur):
-            k = step % len(order)
-            for name in order[k:] + order[:k]:
-                cycle[name].append(timed(name, step))
-            cycle["generator"].append(step % ttur == 0)
-            step += 1
+        order = ORDERS[len(cycles) % len(ORDERS)]
+        cycle: dict = {name: [] for name in VARIANTS} | {"generator": []}
+        gc.collect()
+        gc.disable()  # the collector runs between cycles, not inside a timed step
+        try:
+            for _ in range(ttur):
+                for name in order:
+                    cycle[name].append(timed(name, step))
+                cycle["generator"].append(step % ttur == 0)
+                step += 1
+        finally:
+            gc.enable()
         cycles.append(cycle)
-        if len(cycles) >= min_rounds:
+        if len(cycles) >= min_rounds and len(cycles) % len(ORDERS) == 0:
             summary = overhead_estimates(cycles)
             if all(summary[k]["width"] < width for k in keys):
                 break
     summary = overhead_estimates(cycles)
-    per_iter = {name: statistics.fmean(t for c in cycles for t in c[name]) for name in order}
+    per_iter = {name: statistics.fmean(t for c in cycles for t in c[name]) for name in VARIANTS}
     per_turn = {name: statistics.fmean(t for c in cycles for t, g in zip(c[name], c["generator"]) if g)
-                for name in order}
+                for name in VARIANTS}
+    checks = {c: summary[f"{c}_other_iterations"] is None or
+              summary[f"{c}_other_iterations"]["lo"] <= 0 <= summary[f"{c}_other_iterations"]["hi"]
+              for c in ("isg", "ida")}
+    for c, ok in checks.items():
+        if not ok:
+            print(f"bench_overhead: warning: {c.upper()} changed the time of the iterations where it does not run "
+                  f"({_fmt(summary[f'{c}_other_iterations'])}); compare {c}_overhead_all_iterations")
     return {"s_per_iter": per_iter, "s_per_generator_turn": per_turn,
             "isg_overhead": summary["isg_iteration"]["mean"], "ida_overhead": summary["ida_iteration"]["mean"],
             "isg_overhead_interval": summary["isg_iteration"], "ida_overhead_interval": summary["ida_iteration"],
@@ -253,8 +277,13 @@ def measure_family(settings: dict, root: Path, min_rounds: int = 20, max_rounds:
             "ida_overhead_generator_turn": summary["ida_generator_turn"],
             "isg_other_iterations": summary["isg_other_iterations"],
             "ida_other_iterations": summary["ida_other_iterations"],
+            "other_iterations_contain_zero": checks,
+            "isg_overhead_all_iterations": summary["isg_all_iterations"],
+            "ida_overhead_all_iterations": summary["ida_all_iterations"],
             "converged": all(summary[k]["width"] < width for k in keys), "target_width": width,
-            "rounds_s": cycles,  # per TTUR cycle: seconds per iteration of each variant, generator turn or not
+            # per TTUR cycle: seconds per iteration of each variant (first iteration = the generator turn)
+            "rounds_s": [{k: [round(t, 6) for t in v] if k != "generator" else v for k, v in c.items()}
+                         for c in cycles],
             "ttur": ttur, "rounds": len(cycles), "iterations_per_round": ttur,
             "batch_size": settings["batch_size"], "preset": settings["preset"]}
 
@@ -267,8 +296,9 @@ def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--families", default="toy,sd3,flux,sdxl")
-    ap.add_argument("--min-rounds", type=count(3), default=20, help="TTUR cycles before the first stopping check")
-    ap.add_argument("--max-rounds", type=count(3), default=400, help="at most this many TTUR cycles per family")
+    ap.add_argument("--min-rounds", type=count(2), default=24, help="TTUR cycles before the first stopping check "
+                    "(checked every 6 cycles: each order of the three variants once)")
+    ap.add_argument("--max-rounds", type=count(2), default=600, help="at most this many TTUR cycles per family")
     ap.add_argument("--width", type=float, default=0.02, help="stop when every 95%% interval is narrower than this")
     ap.add_argument("--out", default="results/bench/overhead.json")
     args = ap.parse_args(argv)
@@ -276,7 +306,7 @@ def main(argv=None) -> dict:
     params = load_params(args.params)
     families = parse_families(ap, args.families)
     result = {"families": {}, "skipped": {}, "torch_threads": torch.get_num_threads(),
-              "method": "paired steps: base, +ISG and +IDA take each step in turn (order rotated) on the same "
+              "method": "paired steps: base, +ISG and +IDA take each step in turn (the six orders in turn, one per round) on the same "
                         "batch and backward-simulation choices; overhead = sum of the paired time differences on "
                         "generator turns (where ISG and IDA run) / sum of base time (all iterations: per "
                         "iteration; generator turns: per turn); rounds = TTUR cycles; 95 % BCa bootstrap "
