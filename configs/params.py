@@ -62,6 +62,13 @@ def validate_params(data: dict, source: str) -> dict[str, Any]:
             except ValueError as e:
                 out[name], found = value, [(name, str(e))]
         problems += found
+    given = data.get("eval") if isinstance(data.get("eval"), dict) else {}
+    euler = given.get("euler_variants")  # as written (the default, [full], applies only where full is a variant)
+    if isinstance(out.get("variants"), dict) and isinstance(euler, list):
+        missing = [v for v in euler if v not in out["variants"]]
+        if missing:  # dvc.yaml's generate_euler would wait for a student no stage trains
+            problems.append(("eval.euler_variants", f"{missing} are not in `variants` ({', '.join(out['variants'])}); "
+                             "list trained variants or []"))
     if problems:
         raise problems_error(source, problems)
     return out
@@ -116,4 +123,13 @@ def pipeline_runs(params: dict) -> list[tuple[str, int, str]]:
     return [(v, int(s), run_name(v, s)) for v in (params.get("variants") or {}) for s in seeds]
 
 
-__all__ = ["run_name", "pipeline_runs", "ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]
+def euler_runs(params: dict) -> list[tuple[str, int, str]]:
+    """(row variant, seed, folder) of the students also scored with the Euler sampler (the paper's
+    "Ours (Euler)"): `eval.euler_variants` that are pipeline variants x seeds, rows `<variant>_euler`,
+    folders `<run>-euler` under results/samples and results/metrics (dvc.yaml generate_euler,
+    metrics_euler)."""
+    chosen = set((params.get("eval") or {}).get("euler_variants", SCHEMA["eval"].defaults["euler_variants"]))
+    return [(f"{v}_euler", s, f"{run}-euler") for v, s, run in pipeline_runs(params) if v in chosen]
+
+
+__all__ = ["run_name", "pipeline_runs", "euler_runs", "ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]

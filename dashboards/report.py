@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats
 
 from configs.cli import ArgumentParser, run_command
-from configs.params import load_params, pipeline_runs
+from configs.params import euler_runs, load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
 from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
@@ -74,11 +74,30 @@ TEACHER_RUNS = ("teacher", "teacher_few")
 
 # paper-style labels (Tab. 2 rows); other variant names are shown as they are
 VARIANT_LABELS = {"teacher": "Teacher", "teacher_few": "Teacher (few-step Euler)", "full": "Ours (full)",
+                  "full_euler": "Ours (full, Euler)",
                   "wo_isg": "w/o ISG", "wo_ida": "w/o IDA", "wo_both": "w/o ISG, w/o IDA", "wo_vfm": "w/o VFM (DMD2-like)"}
 ABLATION_COLUMNS = [("fid_t", "FID-T"), ("patch_fid_t", "Patch FID-T"), ("clip_score", "CLIP"), ("hpsv2", "HPSv2"),
                     ("pickscore", "Pick"), ("imagereward", "IR"), ("aesv2", "AESv2"),
                     ("geneval_overall", "GenEval"), ("lpips_diversity", "LPIPS-div"),
                     ("clip_diversity", "CLIP-div")]
+
+
+EULER = "_euler"  # row variant of a student scored with the Euler sampler (configs.params.euler_runs)
+
+
+def variant_label(variant: str) -> str:
+    """The paper-style name of a row (`wo_isg_euler` -> `w/o ISG (Euler)`)."""
+    if variant in VARIANT_LABELS:
+        return VARIANT_LABELS[variant]
+    if variant.endswith(EULER):
+        return f"{variant_label(variant.removesuffix(EULER))} (Euler)"
+    return variant
+
+
+def report_variants(params: dict) -> list[str]:
+    """params `variants` in order, each followed by its Euler row where `eval.euler_variants` has it."""
+    euler = {v for v, _, _ in euler_runs(params)}
+    return [x for v in (params.get("variants") or {}) for x in (v, f"{v}{EULER}") if x == v or x in euler]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -275,6 +294,9 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     for variant, seed, run in pipeline_runs(params):
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
                  for r in run_rows(results, run)]
+    for variant, seed, run in euler_runs(params):  # the paper's "(Euler)" rows: the metrics stage only
+        rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
+                 for r in metric_rows(results, run)]
     table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})
@@ -381,7 +403,7 @@ def along_training_markdown(curves: pd.DataFrame, variants: list[str]) -> str:
                 x = sub[(sub.variant == v) & (sub.step == step)].value
                 text = _fmt(float(x.mean())) if len(x) else "—"
                 cells.append(text + (f" ± {_fmt(float(x.std(ddof=1)))}" if len(x) > 1 else ""))
-            body.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + " |")
+            body.append(f"| {variant_label(v)} | " + " | ".join(cells) + " |")
         body.append("")
     return "\n".join(body)
 
@@ -434,7 +456,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
             if value is not None and _present(getattr(row, "p_vs_full", None)) and row.p_vs_full < SIGNIFICANT:
                 text += "*"
             cells.append(text)
-        lines.append(f"| {VARIANT_LABELS.get(v, v)} | " + " | ".join(cells) + f" | {seeds.get(v, '—')} |")
+        lines.append(f"| {variant_label(v)} | " + " | ".join(cells) + f" | {seeds.get(v, '—')} |")
     return "\n".join(lines)
 
 
@@ -547,7 +569,7 @@ def published_markdown(table: pd.DataFrame, variants: list[str], family: str) ->
                 warnings.setdefault(warning, []).append(f"{v}/{m}")
                 text += " †"
             cells.append(text)
-        label = VARIANT_LABELS.get(v, v.removeprefix(PREFIX) + " (paper)" if v.startswith(PREFIX) else v)
+        label = v.removeprefix(PREFIX) + " (paper)" if v.startswith(PREFIX) else variant_label(v)
         body.append(f"| {label} | " + " | ".join(cells) + " |")
     body.append("")
     if warnings:
@@ -574,7 +596,8 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
     cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
     def present(metrics):  # a teacher run only where it has values (teacher_few: GenEval only)
         ran = set(table[table.metric.isin(metrics) & table.value.notna()].variant)
-        return [v for v in [*TEACHER_RUNS, *variants] if v in set(table.variant) and (v not in TEACHER_RUNS or v in ran)]
+        return [v for v in [*TEACHER_RUNS, *variants] if v in set(table.variant)
+                and (v not in TEACHER_RUNS and not v.endswith(EULER) or v in ran)]
 
     body = ["# Benchmarks", "", "## GenEval (per task, image-level accuracy; overall = mean of tasks)", "",
             markdown_table(table, present(GENEVAL), ge), "", "## T2I-CompBench (per category)", "",
@@ -590,7 +613,7 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
 def provenance_records(params: dict, results: Path) -> dict:
     """{run: {"metrics" | "geneval" | "compbench": the stage's provenance record}} (protocols/provenance.py)."""
     out = {}
-    for run in [*TEACHER_RUNS, *(r for _, _, r in pipeline_runs(params))]:
+    for run in [*TEACHER_RUNS, *(r for _, _, r in pipeline_runs(params)), *(r for _, _, r in euler_runs(params))]:
         records = {}
         meta = _read_json(results / "metrics" / run / "metrics.meta.json") or {}
         if meta.get("provenance"):
@@ -613,7 +636,7 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     by_seed = seed_table(params, results, revision)
     family = family_name(params)
     table = with_published(across_seeds(by_seed), family)
-    variants = list(params.get("variants") or {})
+    variants = report_variants(params)
     curves = along_training_table(params, results)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
@@ -623,7 +646,7 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
                                      + ttur_markdown(results))
     (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
     curves.to_csv(out / "along_training.csv", index=False)
-    (out / "along_training.md").write_text(along_training_markdown(curves, variants))
+    (out / "along_training.md").write_text(along_training_markdown(curves, list(params.get("variants") or {})))
     return table
 
 

@@ -21,7 +21,8 @@ from configs.params import ParamsError, load_params
 from protocols.provenance import short_models
 from protocols.published import PREFIX, load_published
 from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, TEACHER_RUNS,
-                               VARIANT_LABELS, ablation_markdown, best_by_metric, clip_label, results_table)
+                               ablation_markdown, best_by_metric, clip_label, report_variants, results_table,
+                               variant_label)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
           "loss_d_fake", "grad_norm_generator", "grad_norm_fake_score", "grad_norm_discriminator", "s_per_iter"]
@@ -43,9 +44,10 @@ class Locations:
 
 
 def variant_order(loc: Locations, table: pd.DataFrame | None = None) -> list[str]:
-    """Teacher first, then params.yaml's variants, then any other variant found in the table."""
+    """Teacher first, then params.yaml's variants (each followed by its Euler row), then any other
+    variant found in the table."""
     try:
-        names = list(load_params(loc.params).get("variants") or {})
+        names = report_variants(load_params(loc.params))
     except ParamsError:
         names = []
     extra = [] if table is None else [v for v in dict.fromkeys(table.variant)
@@ -426,7 +428,7 @@ def paper_tables() -> pd.DataFrame:
 
 
 def label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, variant)
+    return variant_label(variant)
 
 
 __all__ = ["TEACHER_RUNS", "seeds_column", "metric_names", "split_run", "run_label", "load_along_training", "experiment_view", "CURVES", "LOWER_IS_BETTER", "Locations", "ablation", "best_cells", "compbench_frame", "dvc_experiments",

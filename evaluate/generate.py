@@ -1,7 +1,8 @@
 """`generate` stage: render the evaluation prompt set from a teacher or a distilled student.
 
     python -m evaluate.generate [--params params.yaml] --family toy --teacher models/toy/teacher
-                                [--student runs/distill/<run>/student] --out results/samples/<name>
+                                [--student runs/distill/<run>/student] [--student-sampler euler]
+                                --out results/samples/<name>
 
 The prompt set (params `eval`): `fid_prompts` prompts with one image each (group "fid": FID-T,
 FD-T, CLIP score) and `diversity_prompts` prompts with `diversity_samples` images each (group
@@ -10,7 +11,8 @@ from the grammar (every GenEval task and CompBench category, held-out prompts in
 runs `eval.prompt_file` (one prompt per line) gives them. Image (prompt_index, k) has seed
 `eval.seed * 1_000_003 + prompt_index * 1000 + k`, identical for teacher and students. The teacher
 samples with `teacher_steps` Euler steps at `teacher_guidance`; students with `student_steps`,
-`student_sampler` (stochastic = the paper's "Ours"), `student_guidance`.
+`student_sampler` (stochastic = the paper's "Ours"; `--student-sampler euler` for the paper's
+"Ours (Euler)" rows, the `generate_euler` stage), `student_guidance`.
 
 Writes `<out>/<prompt_index>/<k>.png` and `<out>/samples.jsonl`; a partly written folder with the
 same settings is completed, one written under other settings is cleared first.
@@ -26,7 +28,7 @@ import numpy as np
 from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import text_lines, writable_folder
-from configs.schema import SCHEMA
+from configs.schema import SAMPLERS, SCHEMA
 from protocols.paper_protocol import resolve
 from evaluate.sampling import (add_generator_arguments, generator_from_settings, render_missing,
                                reset_folder)
@@ -85,8 +87,14 @@ def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
 def main(argv=None) -> Path:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
+    ap.add_argument("--student-sampler", choices=SAMPLERS, default=None,
+                    help="the student's sampler (default: eval.student_sampler)")
     args = ap.parse_args(argv)
+    if args.student_sampler and not args.student:
+        ap.error("--student-sampler needs --student (the teacher samples with Euler at eval.teacher_steps)")
     cfg = eval_settings(load_params(args.params))
+    if args.student_sampler:
+        cfg = {**cfg, "student_sampler": args.student_sampler}
     rows = prompt_plan(cfg)
     out = writable_folder(args.out, "the sample folder", "--out")
     gen = generator_from_settings(args.family, args.teacher, args.student, cfg)

@@ -42,6 +42,20 @@ def test_generate_layout_and_aligned_seeds(sample_sets):
     assert len({r["seed"] for r in t.rows}) == len(t.rows)
 
 
+def test_generate_student_sampler_override_for_the_euler_rows(sample_sets, tmp_path):
+    """`--student-sampler euler` (dvc.yaml generate_euler) samples the student with Euler on the same
+    prompts and seeds; the teacher has no such choice."""
+    from configs.cli import CommandLineError
+
+    root, params = sample_sets
+    generate_main(["--params", str(params), "--student", "models/toy/teacher", "--student-sampler", "euler",
+                   "--out", str(tmp_path / "euler")])
+    e, s = read_samples(tmp_path / "euler"), read_samples(root / "student")
+    assert e.key() == s.key() and {r["sampler"] for r in e.rows} == {"euler"} and e.rows[0]["steps"] == 2
+    with pytest.raises(CommandLineError, match="--student-sampler needs --student"):
+        generate_main(["--params", str(params), "--student-sampler", "euler", "--out", str(tmp_path / "t")])
+
+
 def test_generate_resumes_and_restarts_on_other_settings(sample_sets, tmp_path):
     root, params = sample_sets
     out = tmp_path / "t"

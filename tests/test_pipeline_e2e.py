@@ -57,6 +57,9 @@ def test_fresh_clone_repro_produces_every_row(clone):
         assert summary["alarms"] == [], (v, summary["alarms"])  # the default runs raise no collapse alarm
         assert [p["step"] for p in summary["along_training"]] == [0, 2]  # metrics along training
         assert json.loads((repo / "results" / "training" / f"{v}-0" / "summary.json").read_text()) == summary
+    euler = table[table.variant == "full_euler"]  # eval.euler_variants: the paper's "Ours (Euler)" row
+    assert euler[euler.metric == "fd_t_toyworld"].value.notna().all() and "Ours (full, Euler)" in (
+        repo / "results" / "ablation.md").read_text()
     assert (repo / "results" / "ablation.md").is_file()
     along = (repo / "results" / "along_training.md").read_text()
     assert "## eval/fd_t_toyworld" in along and "## eval/oracle_accuracy" in along

@@ -85,3 +85,27 @@ def test_ablation_includes_the_ttur_sweep_where_it_ran(tmp_path):
     main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "b")])
     md = (tmp_path / "b" / "ablation.md").read_text()
     assert "\n## TTUR with and without IDA (paper Fig. 3 shape)" in md and md.index("TTUR") > md.index("# Ablation")
+
+
+def test_euler_rows_of_the_paper_sit_under_their_variant(tmp_path):
+    """eval.euler_variants (default [full]): the metrics of `<run>-euler` become rows `<variant>_euler`,
+    "Ours (full, Euler)" under "Ours (full)" in the ablation table, metrics only (no benchmark rows)."""
+    params, res = synthetic_tree(tmp_path)
+    values = {m: None for m in METRICS}
+    values.update(fd_t_toyworld=6.0, clip_score=29.0)
+    write(res / "metrics" / "full-0-euler" / "metrics.json", values)
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    euler = table[table.variant == "full_euler"]
+    assert set(euler.metric) >= set(METRICS) and not set(euler.metric) & set(GENEVAL + COMPBENCH)
+    assert euler[euler.metric == "fd_t_toyworld"].value.item() == 6.0 and euler.seed.dropna().unique().tolist() == [0]
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert labels[labels.index("Ours (full)") + 1] == "Ours (full, Euler)"
+    assert "Euler" not in (tmp_path / "out" / "benchmarks.md").read_text().replace("few-step Euler", "")
+
+    config = yaml.safe_load(params.read_text())
+    config["eval"]["euler_variants"] = []
+    params.write_text(yaml.safe_dump(config))
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "none")])
+    assert "full_euler" not in set(pd.read_csv(tmp_path / "none" / "summary.csv").variant)
