@@ -2,8 +2,9 @@
 
     python -m dashboards.report [--params params.yaml] [--results results] [--out results]
 
-Reads, for the teacher, the teacher at the student's step count (`teacher_few`, GenEval only) and every
-run <v>-<seed> of params.yaml `variants` x `seeds`:
+Reads, for the teacher, the teacher at the student's step count (`teacher_few`, GenEval only), every
+run <v>-<seed> of params.yaml `variants` x `seeds` and, as rows `<v>_euler`, the `<v>-<seed>-euler`
+folders of `eval.euler_variants` (the same students with the Euler sampler, the paper's "(Euler)"):
   results/metrics/<run>/metrics.json (+ metrics.meta.json: skipped reasons, image counts)
   results/geneval/<run>/summary.json     {"geneval_overall": x, "geneval_<task>": x}
   results/compbench/<run>/summary.json   {"compbench_<category>": x}
@@ -294,9 +295,9 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     for variant, seed, run in pipeline_runs(params):
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
                  for r in run_rows(results, run)]
-    for variant, seed, run in euler_runs(params):  # the paper's "(Euler)" rows: the metrics stage only
+    for variant, seed, run in euler_runs(params):  # the paper's "(Euler)" rows
         rows += [{"variant": variant, "family": family, **r, "seed": seed, "revision": revision, "run": run}
-                 for r in metric_rows(results, run)]
+                 for r in run_rows(results, run)]
     table = pd.DataFrame(rows, columns=COLUMNS + ["run"]).astype(
         {"ci_low": float, "ci_high": float, "p_vs_full": float, "n_seeds": "Int64", "fd_bias": float, "seed_std": float,
          "seed": "Int64"})

@@ -28,10 +28,10 @@ import numpy as np
 from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import text_lines, writable_folder
-from configs.schema import SAMPLERS, SCHEMA
+from configs.schema import SCHEMA
 from protocols.paper_protocol import resolve
 from evaluate.sampling import (add_generator_arguments, generator_from_settings, render_missing,
-                               reset_folder)
+                               reset_folder, sampler_choice)
 from toyworld.grammar import COMPBENCH_CATEGORIES, GENEVAL_TASKS, prompt_set
 
 DEFAULTS = SCHEMA["eval"].plain_defaults()  # keys, defaults and rules: configs/schema.py
@@ -87,14 +87,8 @@ def write_samples(gen, rows: list[dict], out: Path, batch_size: int) -> None:
 def main(argv=None) -> Path:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_arguments(ap)
-    ap.add_argument("--student-sampler", choices=SAMPLERS, default=None,
-                    help="the student's sampler (default: eval.student_sampler)")
     args = ap.parse_args(argv)
-    if args.student_sampler and not args.student:
-        ap.error("--student-sampler needs --student (the teacher samples with Euler at eval.teacher_steps)")
-    cfg = eval_settings(load_params(args.params))
-    if args.student_sampler:
-        cfg = {**cfg, "student_sampler": args.student_sampler}
+    cfg = sampler_choice(ap, args, eval_settings(load_params(args.params)))
     rows = prompt_plan(cfg)
     out = writable_folder(args.out, "the sample folder", "--out")
     gen = generator_from_settings(args.family, args.teacher, args.student, cfg)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from backbones import load_backbone
 from backbones.base import Backbone, BackboneError
 from configs.paths import readable_folder, supersede
+from configs.schema import SAMPLERS
 from configs.schema import SAMPLER
 from protocols.images import save_png, to_uint8
 
@@ -84,7 +85,20 @@ def add_generator_arguments(ap) -> None:
     ap.add_argument("--family", default="toy")
     ap.add_argument("--teacher", default="models/toy/teacher")
     ap.add_argument("--student", default=None, help="distilled student (run dir, its student/, or the subfolder)")
+    ap.add_argument("--student-sampler", choices=SAMPLERS, default=None,
+                    help="the student's sampler instead of the settings' student_sampler (euler: the paper's "
+                         "\"Ours (Euler)\" rows)")
     ap.add_argument("--out", required=True)
+
+
+def sampler_choice(ap, args, cfg: dict) -> dict:
+    """The settings block with --student-sampler applied (a usage error without --student: the teacher
+    always samples with Euler)."""
+    if args.student_sampler is None:
+        return cfg
+    if not args.student:
+        ap.error("--student-sampler needs --student (the teacher samples with Euler at its teacher_steps)")
+    return {**cfg, "student_sampler": args.student_sampler}
 
 
 def generator_from_settings(family: str, teacher: str | Path, student: str | Path | None, cfg: dict) -> Generator:

@@ -23,7 +23,7 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import writable_folder
 from protocols.paper_protocol import resolve
-from evaluate.sampling import add_generator_arguments, generator_from_settings
+from evaluate.sampling import add_generator_arguments, generator_from_settings, sampler_choice
 
 
 def geneval_settings(params: dict) -> dict:
@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
             args.teacher_steps == "student" or (args.teacher_steps.isdigit() and int(args.teacher_steps) >= 1))):
         ap.error("--teacher-steps sets the teacher's Euler steps: a positive count or 'student', and not with --student")
     params = load_params(args.params)
-    cfg = geneval_settings(params)
+    cfg = sampler_choice(ap, args, geneval_settings(params))
     if args.teacher_steps is not None:
         steps = cfg["student_steps"] if args.teacher_steps == "student" else int(args.teacher_steps)
         cfg = {**cfg, "teacher_steps": steps}

@@ -16,7 +16,7 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params, subsection
 from configs.paths import writable_folder
 from protocols.paper_protocol import resolve
-from evaluate.sampling import add_generator_arguments, generator_from_settings
+from evaluate.sampling import add_generator_arguments, generator_from_settings, sampler_choice
 
 
 def compbench_settings(params: dict) -> dict:
@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
     add_generator_arguments(ap)
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    cfg = compbench_settings(params)
+    cfg = sampler_choice(ap, args, compbench_settings(params))
     if cfg["edition"] == "toy" and args.family != "toy":
         raise ParamsError(f"the toy T2I-CompBench edition grades ToyWorld images only (benchmarks.compbench.edition, "
                           f"--family {args.family}): set benchmarks.compbench.edition: official for a real family")
