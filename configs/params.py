@@ -62,13 +62,15 @@ def validate_params(data: dict, source: str) -> dict[str, Any]:
             except ValueError as e:
                 out[name], found = value, [(name, str(e))]
         problems += found
-    given = data.get("eval") if isinstance(data.get("eval"), dict) else {}
-    euler = given.get("euler_variants")  # as written (the default, [full], applies only where full is a variant)
-    if isinstance(out.get("variants"), dict) and isinstance(euler, list):
-        missing = [v for v in euler if v not in out["variants"]]
-        if missing:  # dvc.yaml's generate_euler would wait for a student no stage trains
-            problems.append(("eval.euler_variants", f"{missing} are not in `variants` ({', '.join(out['variants'])}); "
-                             "list trained variants or []"))
+    named = out.get("variants") if isinstance(out.get("variants"), dict) else {}
+    problems += [(f"variants.{v}", f"a variant name may not end in {EULER_SUFFIX!r} (the report's rows of the "
+                  "Euler-sampled students are named so)") for v in named if v.endswith(EULER_SUFFIX)]
+    euler = out.get("euler_variants")
+    if isinstance(euler, list) and euler:
+        missing = [v for v in euler if v not in named]
+        if missing:  # dvc.yaml's *_euler stages would wait for a student no stage trains
+            problems.append(("euler_variants", f"{missing} are not distilled variants (`variants`: "
+                             f"{', '.join(named) or 'none'}); list variants from there or []"))
     if problems:
         raise problems_error(source, problems)
     return out
@@ -110,6 +112,9 @@ def subsection(params: dict, path: str, editions: tuple[str, ...] | None = None)
     return cfg
 
 
+EULER_SUFFIX = "_euler"  # report rows of the students sampled with Euler (euler_runs)
+
+
 def run_name(variant: str, seed: int) -> str:
     """One distillation of the pipeline: variant `variant` trained with seed `seed`. The name is
     dvc.yaml's matrix key (`distill@full-0`) and the folder under runs/distill/ and results/*/."""
@@ -125,11 +130,11 @@ def pipeline_runs(params: dict) -> list[tuple[str, int, str]]:
 
 def euler_runs(params: dict) -> list[tuple[str, int, str]]:
     """(row variant, seed, folder) of the students also scored with the Euler sampler (the paper's
-    "Ours (Euler)"): `eval.euler_variants` that are pipeline variants x seeds, rows `<variant>_euler`,
+    "Ours (Euler)"): params `euler_variants` that are pipeline variants x seeds, rows `<variant>_euler`,
     folders `<run>-euler` under results/samples and results/metrics (dvc.yaml generate_euler,
     metrics_euler)."""
-    chosen = set((params.get("eval") or {}).get("euler_variants", SCHEMA["eval"].defaults["euler_variants"]))
-    return [(f"{v}_euler", s, f"{run}-euler") for v, s, run in pipeline_runs(params) if v in chosen]
+    chosen = set(params.get("euler_variants") or [])
+    return [(f"{v}{EULER_SUFFIX}", s, f"{run}-euler") for v, s, run in pipeline_runs(params) if v in chosen]
 
 
-__all__ = ["run_name", "pipeline_runs", "euler_runs", "ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]
+__all__ = ["EULER_SUFFIX", "run_name", "pipeline_runs", "euler_runs", "ParamsError", "SECTIONS", "load_params", "validate_params", "section", "subsection", "problems_error"]

@@ -458,7 +458,6 @@ EVAL = Section({
     "batch_size": 64,
     **SAMPLER,
     "metrics": list(METRICS),
-    "euler_variants": ["full"],   # also scored with the Euler sampler: the paper's "Ours (Euler)" rows
     "batch_size_metrics": 64,
     "clip_score_scale": "cosine",  # cosine (the paper's, 0.3286) | torchmetrics (100 x cosine, 32.86)
     "bootstrap": 200,             # bootstrap replicates of the 95 % intervals and paired comparisons (0: none)
@@ -469,7 +468,7 @@ EVAL = Section({
 }, {"bootstrap": non_negative, "clip_score_scale": one_of("cosine", "torchmetrics"),
     "protocol": one_of("custom", "paper"), "protocol_teacher_guidance": optional(number(0.0)), "seed": non_negative, "prompt_file": optional(text), "real_images": optional(text), "fid_prompts": positive, "diversity_prompts": non_negative,
     "diversity_samples": integer(2), "batch_size": positive, "batch_size_metrics": positive,
-    "metrics": list_of(one_of(*METRICS)), "euler_variants": list_of(text), **SAMPLER_RULES})
+    "metrics": list_of(one_of(*METRICS)), **SAMPLER_RULES})
 
 GENEVAL = Section({
     "edition": "toy",            # toy (ToyWorld grammar + oracle) | official (553 prompts + Mask2Former/CLIP)
@@ -519,6 +518,7 @@ def seed_list(value, key: str) -> list[int]:
 SCHEMA: dict[str, Section | Rule] = {
     "seed": non_negative,
     "seeds": seed_list,  # training seeds of the pipeline (dvc.yaml matrix variant x seed)
+    "euler_variants": list_of(text),  # variants also scored with the Euler sampler (the *_euler stages)
     "toyworld": TOYWORLD,
     "teacher": TEACHER,
     "encoders": ENCODERS,

@@ -50,7 +50,7 @@ import pandas as pd
 from scipy import stats
 
 from configs.cli import ArgumentParser, run_command
-from configs.params import euler_runs, load_params, pipeline_runs
+from configs.params import EULER_SUFFIX, euler_runs, load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
 from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
@@ -83,7 +83,20 @@ ABLATION_COLUMNS = [("fid_t", "FID-T"), ("patch_fid_t", "Patch FID-T"), ("clip_s
                     ("clip_diversity", "CLIP-div")]
 
 
-EULER = "_euler"  # row variant of a student scored with the Euler sampler (configs.params.euler_runs)
+EULER = EULER_SUFFIX  # row variant of a student scored with the Euler sampler (configs.params.euler_runs)
+
+
+def comparison_variant(variant: str) -> str:
+    """The row a variant's p_vs_full pairs with: `full` of the same seed, and for an Euler row of another
+    variant `full_euler` (the same sampler: the comparison stays an ablation; `full_euler` against `full`
+    is the sampler's own effect on the same weights)."""
+    return f"full{EULER}" if variant.endswith(EULER) and variant != f"full{EULER}" else "full"
+
+
+def ablation_rows(variants) -> list[str]:
+    """The rows that compete for the best value of a column: distilled variants, not the teacher's runs and
+    not the Euler-sampled rows (another sampler, not another ablation)."""
+    return [v for v in variants if v not in TEACHER_RUNS and not v.endswith(EULER)]
 
 
 def variant_label(variant: str) -> str:
@@ -179,10 +192,10 @@ def prompt_samples(results: Path, variant: str) -> dict[str, MetricSample]:
 
 def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -> pd.DataFrame:
     """Fill ci_low / ci_high / n_seeds / p_vs_full of a one-seed-per-row table (module docstring) for the
-    rows with a value: `run` names each row's folder; `full`'s run of the same seed is the comparison."""
+    rows with a value: `run` names each row's folder; the comparison is `comparison_variant`'s run of the same seed."""
     samples = {r: prompt_samples(results, r) for r in dict.fromkeys(table.run)}
     metas = {r: _read_json(results / "metrics" / r / "metrics.meta.json") or {} for r in samples}
-    full_runs = {row.seed: row.run for row in table.itertuples() if row.variant == "full"}
+    runs = {(row.variant, row.seed): row.run for row in table.itertuples()}
     for i, row in table.iterrows():
         sample = samples[row.run].get(row.metric)
         if row.value is None or pd.isna(row.value) or sample is None:
@@ -198,8 +211,9 @@ def add_uncertainty(table: pd.DataFrame, results: Path, draws: int, seed: int) -
         table.at[i, "ci_low"], table.at[i, "ci_high"] = float(lo_hi[0]), float(lo_hi[1])
         if bias is not None:
             table.at[i, "fd_bias"] = float(bias)
-        full = samples.get(full_runs.get(row.seed), {})
-        if row.variant not in ("full", *TEACHER_RUNS) and row.metric in full:
+        other = comparison_variant(row.variant)
+        full = samples.get(runs.get((other, row.seed)), {})
+        if row.variant not in (other, "full", *TEACHER_RUNS) and row.metric in full:
             try:
                 table.at[i, "p_vs_full"] = paired_comparison(sample, full[row.metric], draws, seed)
             except ValueError:  # not the same prompts (e.g. other eval params): no paired comparison
@@ -337,8 +351,9 @@ def across_seeds(by_seed: pd.DataFrame) -> pd.DataFrame:
                 lo = max(0.0, lo)
             row.update(value=mean, ci_low=lo, ci_high=hi, n_seeds=len(ok), seed_std=float(ok.value.std(ddof=1)),
                        fd_bias=float(ok.fd_bias.mean()) if ok.fd_bias.notna().any() else None, p_vs_full=None)
-            if variant not in ("full", *TEACHER_RUNS):
-                full = by_seed[(by_seed.variant == "full") & (by_seed.metric == metric) & by_seed.value.notna()]
+            other = comparison_variant(variant)
+            if variant not in (other, "full", *TEACHER_RUNS):
+                full = by_seed[(by_seed.variant == other) & (by_seed.metric == metric) & by_seed.value.notna()]
                 row["p_vs_full"] = paired_seed_p(dict(zip(ok.seed.astype(int), ok.value.astype(float))),
                                                  dict(zip(full.seed.astype(int), full.value.astype(float))))
         rows.append(row)
@@ -431,7 +446,7 @@ def _present(x) -> bool:
 def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple[str, str]]) -> str:
     """Variants x metrics: value ± half its 95 % interval, * where it differs from `full` (p < 0.05),
     the best value per column in bold."""
-    best = best_by_metric(table, [v for v in variants if v not in TEACHER_RUNS])
+    best = best_by_metric(table, ablation_rows(variants))
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
     seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant not in TEACHER_RUNS}
     seeds_max = int(table.n_seeds.dropna().max()) if "n_seeds" in table and table.n_seeds.notna().any() else 1
@@ -481,7 +496,10 @@ def uncertainty_note(table: pd.DataFrame) -> list[str]:
                f"bootstrap intervals: summary_by_seed.csv); a value marked [k seeds] has fewer runs and keeps "
                f"its own interval")
         seeds_text = ""
-    return [f"{how}: {len(significant)} of {len(compared)} comparisons; the others are within noise. "
+    euler = (f" An Euler row (the same weights, the deterministic sampler) is compared with `full{EULER}` (with "
+             f"`full` for `full{EULER}` itself: the sampler's effect) and does not compete for the bold value."
+             if table.variant.str.endswith(EULER).any() else "")
+    return [f"{how}: {len(significant)} of {len(compared)} comparisons; the others are within noise." + euler + " "
             + seeds_text + fd_bias_note(table)]
 
 

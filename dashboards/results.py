@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs.params import ParamsError, load_params
+from configs.params import EULER_SUFFIX, ParamsError, load_params
 from protocols.provenance import short_models
 from protocols.published import PREFIX, load_published
 from dashboards.report import (ALONG_TRAINING, COMPBENCH, GENEVAL, LOWER_IS_BETTER, METRICS, SIGNIFICANT, TEACHER_RUNS,
-                               ablation_markdown, best_by_metric, clip_label, report_variants, results_table,
-                               variant_label)
+                               ablation_markdown, ablation_rows, best_by_metric, clip_label, report_variants,
+                               results_table, variant_label)
 
 CURVES = ["loss_dmd", "loss_fake_score", "fake_score_loss_std", "loss_isg", "loss_adv", "loss_d_real",
           "loss_d_fake", "grad_norm_generator", "grad_norm_fake_score", "grad_norm_discriminator", "s_per_iter"]
@@ -132,7 +132,7 @@ def interval_table(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 def best_cells(table: pd.DataFrame) -> dict[str, float]:
     """Best value per metric over the distilled variants (direction-aware; the teacher excluded)."""
-    return best_by_metric(table, [v for v in table.variant.unique() if v not in TEACHER_RUNS])
+    return best_by_metric(table, ablation_rows(table.variant.unique()))
 
 
 def skipped(table: pd.DataFrame) -> pd.DataFrame:
@@ -155,7 +155,11 @@ def ablation(loc: Locations, table: pd.DataFrame) -> str:
 
 
 def split_run(name: str) -> tuple[str, int | None]:
-    """(variant, seed) of a run folder name `<variant>-<seed>`; (name, None) for any other name."""
+    """(variant, seed) of a run folder name `<variant>-<seed>` (`<variant>-<seed>-euler`: the row
+    `<variant>_euler`); (name, None) for any other name."""
+    if name.endswith("-euler"):
+        variant, seed = split_run(name.removesuffix("-euler"))
+        return (f"{variant}{EULER_SUFFIX}", seed) if seed is not None else (name, None)
     variant, _, seed = name.rpartition("-")
     return (variant, int(seed)) if variant and seed.isdigit() else (name, None)
 

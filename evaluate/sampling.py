@@ -22,11 +22,9 @@ from tqdm import tqdm
 from backbones import load_backbone
 from backbones.base import Backbone, BackboneError
 from configs.paths import readable_folder, supersede
-from configs.schema import SAMPLERS
-from configs.schema import SAMPLER
+from configs.schema import SAMPLER, SAMPLERS
 from protocols.images import save_png, to_uint8
 
-SAMPLERS = ("euler", "stochastic")
 # the sampler block every generating stage's settings carry (eval, benchmarks.geneval, benchmarks.compbench)
 SAMPLER_DEFAULTS = dict(SAMPLER)  # teacher reference (Euler, CFG) and student sampling: configs/schema.py
 

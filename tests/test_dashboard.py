@@ -109,6 +109,7 @@ def test_metrics_along_training_and_experiments_table(tmp_path):
     assert set(along.metric) == {"eval/fd_t_toyworld", "eval/clip_score", "eval/oracle_accuracy"}
     assert set(along.variant) == {"full", "wo_isg"} and set(along.seed) == {0} and set(along.step) == {0, 10, 20, 30}
     assert R.split_run("wo_both-12") == ("wo_both", 12) and R.split_run("teacher") == ("teacher", None)
+    assert R.split_run("full-3-euler") == ("full_euler", 3) and R.split_run("x-euler") == ("x-euler", None)
     # `dvc exp show` has hundreds of columns: keep the params that differ and the chosen metric per run
     frame = pd.DataFrame([{"experiment": "workspace", "rev": "abc", "baseline": "",
                            "params:params.yaml.train.ttur": 5, "params:params.yaml.train.seed": 0,

@@ -88,29 +88,33 @@ def test_ablation_includes_the_ttur_sweep_where_it_ran(tmp_path):
 
 
 def test_euler_rows_of_the_paper_sit_under_their_variant(tmp_path):
-    """eval.euler_variants (default [full]): the stages' `<run>-euler` folders become rows `<variant>_euler`,
-    "Ours (full, Euler)" under "Ours (full)" in the ablation and benchmark tables where they ran."""
+    """params `euler_variants`: the stages' `<run>-euler` folders become rows `<variant>_euler`, "Ours
+    (full, Euler)" under "Ours (full)" in the ablation and benchmark tables where they ran, never bold."""
     params, res = synthetic_tree(tmp_path)
+    config = yaml.safe_load(params.read_text())
+    params.write_text(yaml.safe_dump({**config, "euler_variants": ["full"]}))
     values = {m: None for m in METRICS}
-    values.update(fd_t_toyworld=6.0, clip_score=29.0)
+    values.update(fd_t_toyworld=4.0, clip_score=29.0)  # better FD than every ablation row: still not bold
     write(res / "metrics" / "full-0-euler" / "metrics.json", values)
     write(res / "geneval" / "full-0-euler" / "summary.json", {m: 0.65 for m in GENEVAL})
     main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
     table = pd.read_csv(tmp_path / "out" / "summary.csv")
     euler = table[table.variant == "full_euler"]
     assert set(euler.metric) >= set(METRICS) | set(GENEVAL)
-    assert euler[euler.metric == "fd_t_toyworld"].value.item() == 6.0 and euler.seed.dropna().unique().tolist() == [0]
+    assert euler[euler.metric == "fd_t_toyworld"].value.item() == 4.0 and euler.seed.dropna().unique().tolist() == [0]
     assert euler[euler.metric == "geneval_overall"].value.item() == 0.65
     assert set(euler[euler.metric.isin(COMPBENCH)].reason) == {"not run"}
     for name in ("ablation.md", "benchmarks.md"):
         md = (tmp_path / "out" / name).read_text().split("## T2I-CompBench")[0]
         labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line]
         assert labels[labels.index("Ours (full)") + 1] == "Ours (full, Euler)", name
+    ablation = (tmp_path / "out" / "ablation.md").read_text()
+    assert "**5.0000**" in ablation and "**4.0000**" not in ablation  # full's FD is the bold one
     compbench = (tmp_path / "out" / "benchmarks.md").read_text().split("## T2I-CompBench")[1]
     assert "Ours (full, Euler)" not in compbench  # a benchmark it did not run: no empty row
 
     config = yaml.safe_load(params.read_text())
-    config["eval"]["euler_variants"] = []
+    config["euler_variants"] = []
     params.write_text(yaml.safe_dump(config))
     main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "none")])
     assert "full_euler" not in set(pd.read_csv(tmp_path / "none" / "summary.csv").variant)
