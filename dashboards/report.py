@@ -446,7 +446,8 @@ def _present(x) -> bool:
 def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple[str, str]]) -> str:
     """Variants x metrics: value ± half its 95 % interval, * where it differs from `full` (p < 0.05),
     the best value per column in bold."""
-    best = best_by_metric(table, ablation_rows(variants))
+    competing = ablation_rows(variants)
+    best = best_by_metric(table, competing)
     lookup = {(r.variant, r.metric): r for r in table.itertuples()}
     seeds = {r.variant: r.seed for r in table.itertuples() if _present(r.seed) and r.variant not in TEACHER_RUNS}
     seeds_max = int(table.n_seeds.dropna().max()) if "n_seeds" in table and table.n_seeds.notna().any() else 1
@@ -458,7 +459,7 @@ def markdown_table(table: pd.DataFrame, variants: list[str], columns: list[tuple
             row = lookup.get((v, metric))
             value = float(row.value) if row is not None and _present(row.value) else None
             text = _fmt(value)
-            if value is not None and v not in TEACHER_RUNS and metric in best and value == best[metric]:
+            if value is not None and v in competing and metric in best and value == best[metric]:
                 text = f"**{text}**"
             if value is not None and _present(getattr(row, "ci_low", None)):
                 half = (row.ci_high - row.ci_low) / 2
