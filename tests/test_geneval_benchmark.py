@@ -111,6 +111,21 @@ def test_teacher_at_the_students_step_count(tmp_path):
             main(["--params", str(params), *bad, "--out", str(tmp_path / "bad")])
 
 
+def test_student_sampler_choice(tmp_path):
+    """--student-sampler (the geneval_euler stage) samples the student with Euler and records it; the
+    folder's settings check moves a stochastic folder aside instead of reusing it; refused for the teacher."""
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"benchmarks": {"geneval": {"prompts_per_task": 1, "images_per_prompt": 1,
+                                                             "student_steps": 2, "batch_size": 8}}}))
+    student = "models/toy/teacher"  # the teacher's transformer stands in for a student folder
+    sto = main(["--params", str(params), "--student", student, "--out", str(tmp_path / "s")])
+    eul = main(["--params", str(params), "--student", student, "--student-sampler", "euler", "--out", str(tmp_path / "s")])
+    assert (sto["generator"]["sampler"], eul["generator"]["sampler"]) == ("stochastic", "euler")
+    assert len(list((tmp_path / "s" / "images.superseded").iterdir())) == 1  # the stochastic images kept, moved aside
+    with pytest.raises(CommandLineError, match="--student-sampler needs --student"):
+        main(["--params", str(params), "--student-sampler", "euler", "--out", str(tmp_path / "t")])
+
+
 def test_bad_metadata_and_layout(tmp_path):
     with pytest.raises(UserError, match=r"does not exist \(benchmarks.geneval.metadata: "):
         read_metadata(tmp_path / "none.jsonl")
