@@ -131,8 +131,8 @@ def pipeline_runs(params: dict) -> list[tuple[str, int, str]]:
 def euler_runs(params: dict) -> list[tuple[str, int, str]]:
     """(row variant, seed, folder) of the students also scored with the Euler sampler (the paper's
     "Ours (Euler)"): params `euler_variants` that are pipeline variants x seeds, rows `<variant>_euler`,
-    folders `<run>-euler` under results/samples and results/metrics (dvc.yaml generate_euler,
-    metrics_euler)."""
+    folders `<run>-euler` under results/samples, metrics, geneval and compbench (dvc.yaml's *_euler
+    stages)."""
     chosen = set(params.get("euler_variants") or [])
     return [(f"{v}{EULER_SUFFIX}", s, f"{run}-euler") for v, s, run in pipeline_runs(params) if v in chosen]
 
