@@ -40,7 +40,7 @@ def test_handoff_modes_reproduce_the_geneval_samplers(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     again = handoff(["--params", str(params), "--student", STUDENT, "--out", str(out), "--modes", "t0,s1"])
     assert again["t0"] == record["s2"] and again["s1"] == record["s1"]
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # s1 reused, not sampled again
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # s1's images reused, not sampled again
     assert images(out / "t0" / "images") == images(out / "s2" / "images")
 
 

@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "oracle_validation.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"oracle accuracy (worst condition) {report['accuracy']:.4f} on {report['n']} held-out renders")
+    print(f"oracle accuracy (worst condition) {report['accuracy']:.4f} on {report['n']} held-out renders; "
+          f"shape accuracy under the stress conditions {report['stress_shape']:.4f}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Prompts, per-image seeds (seed + 1000 * index + k), batches and the stochastic s
 seeds are those of the `geneval` stage (`benchmarks.geneval` settings), so s0 reproduces the teacher's
 `geneval` images and s<N> / t0 the student's, image for image. Toy edition only: graded by the ToyWorld
 oracle with GenEval's rules. Writes `<out>/<mode>/images/` (the official layout), `<out>/<mode>/summary.json`
-and `<out>/handoff.json` (every mode's scores); a mode whose summary was written with the same
-settings is not sampled again.
+and `<out>/handoff.json` (every mode's scores); a mode whose images are complete and were sampled
+with the same settings is not sampled again, only graded.
 """
 from __future__ import annotations
 
@@ -158,16 +158,15 @@ def main(argv=None) -> dict:
                     "seed": cfg["seed"], "images_per_prompt": cfg["images_per_prompt"], "batch_size": cfg["batch_size"],
                     "prompts": [m["prompt"] for m in metadatas]}
         settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
-        summary_file = out / name / "summary.json"
-        if summary_file.is_file() and json.loads(summary_file.read_text()).get("settings") == settings:
-            summary = json.loads(summary_file.read_text())
-        else:
-            images = out / name / "images"
+        images = out / name / "images"
+        done = images / "generation.json"
+        expected = len(metadatas) * int(cfg["images_per_prompt"])
+        if not (done.is_file() and json.loads(done.read_text()) == settings
+                and len(list(images.glob("*/samples/*.png"))) == expected):
             reset_folder(images, settings, "hand-off")
             render_mode(teacher, student, (kind, k), metadatas, cfg, images)
-            summary, _ = summarize(score_layout(OracleDetector(), images))
-            summary["settings"] = settings
-            summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        summary, _ = summarize(score_layout(OracleDetector(), images))  # always re-graded (cheap)
+        (out / name / "summary.json").write_text(json.dumps({**summary, "settings": settings}, indent=2) + "\n")
         record[name] = {key: value for key, value in summary.items() if key.startswith("geneval_")}
         record_file.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{name}: overall {record[name]['geneval_overall']:.3f}", flush=True)
