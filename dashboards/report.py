@@ -20,7 +20,9 @@ and writes
                          summary.csv is the record's id
   results/ablation.md    the paper's Tab. 2 shape (variants x FID-T, HPSv2, Pick, IR, AESv2, ...), the published
                          rows of the family, and the TTUR sweep (results/ttur/sweep.md) where it has run
-  results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns
+  results/benchmarks.md  GenEval per task and T2I-CompBench per category, variants x columns, and each
+                         student run's GenEval against the teacher and against the teacher at the student's
+                         step count (paired differences with 95 % bootstrap intervals: the gap distillation closes)
   results/along_training.csv / .md  the metrics along training (variant, seed, step, metric, value);
                          the markdown in the paper's Tab. 8 shape (a metric per variant at each
                          evaluated iteration)
@@ -53,7 +55,7 @@ from configs.cli import ArgumentParser, run_command
 from configs.params import EULER_SUFFIX, euler_runs, load_params, pipeline_runs
 from configs.paths import readable_folder, writable_folder
 from configs.schema import SCHEMA
-from evaluate.intervals import MetricSample, load_samples, paired_comparison, seed_interval
+from evaluate.intervals import MetricSample, load_samples, paired_comparison, paired_difference, seed_interval
 from protocols.paper_protocol import subset_label
 from protocols.published import PREFIX, paper_family, protocol_warning, published_rows
 
@@ -302,7 +304,6 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
     rows first (seed empty), each run's bootstrap intervals and paired comparisons with `full` of the
     same seed. Column `run` names the folder."""
     family = family_name(params)
-    eval_seed = (params.get("eval") or {}).get("seed", params.get("seed"))
     revision = revision or git_revision()
     rows = [{"variant": t, "family": family, **r, "seed": None, "revision": revision, "run": t}
             for t in TEACHER_RUNS for r in run_rows(results, t, teacher=True)]
@@ -317,8 +318,13 @@ def seed_table(params: dict, results: Path, revision: str | None = None) -> pd.D
          "seed": "Int64"})
     table[["protocol_warning", "source", "provenance"]] = table[["protocol_warning", "source", "provenance"]].astype(object)
     table = add_protocol_warnings(table, results, paper=paper_family(family) is not None)
+    return add_uncertainty(table, results, *bootstrap_settings(params))
+
+
+def bootstrap_settings(params: dict) -> tuple[int, int]:
+    """(replicates, seed) of the bootstrap: params `eval.bootstrap` and the evaluation seed."""
     draws = int((params.get("eval") or {}).get("bootstrap", SCHEMA["eval"].defaults["bootstrap"]))
-    return add_uncertainty(table, results, draws, int(eval_seed or 0))
+    return draws, int((params.get("eval") or {}).get("seed", params.get("seed")) or 0)
 
 
 def paired_seed_p(values: dict[int, float], full: dict[int, float]) -> float | None:
@@ -611,7 +617,35 @@ def ttur_markdown(results: Path) -> str:
     return "\n" + ("#" + text if text.startswith("# ") else text)
 
 
-def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
+def distillation_markdown(by_seed: pd.DataFrame, results: Path, draws: int, seed: int) -> list[str]:
+    """Each student run's GenEval overall minus the teacher's and minus the teacher's at the student's step
+    count (`teacher_few`), paired on the same prompts and seeds: difference, 95 % bootstrap interval, p.
+    Empty when either teacher run or the bootstrap is missing."""
+    metric = "geneval_overall"
+    teachers = {t: prompt_samples(results, t).get(metric) for t in TEACHER_RUNS}
+    if not draws or any(s is None for s in teachers.values()):
+        return []
+    lines = ["## Distillation against the teacher (GenEval overall)", "",
+             "Student minus teacher on the same prompts and seeds: difference [95 % bootstrap interval] (p).", "",
+             "| student run | - teacher | - teacher at the student's steps (Euler) |", "|---|---|---|"]
+    runs = by_seed[(by_seed.metric == metric) & by_seed.value.notna() & ~by_seed.variant.isin(TEACHER_RUNS)]
+    for row in runs.itertuples():
+        sample = prompt_samples(results, row.run).get(metric)
+        if sample is None:
+            continue
+        cells = []
+        for teacher in TEACHER_RUNS:
+            try:
+                d = paired_difference(sample, teachers[teacher], draws, seed)
+            except ValueError:  # other prompts (e.g. other benchmark params): not paired
+                cells.append("not paired")
+                continue
+            cells.append(f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (p {d['p']:.2g})")
+        lines.append(f"| {variant_label(row.variant)}, seed {row.seed} (`{row.run}`) | {cells[0]} | {cells[1]} |")
+    return lines + [""]
+
+
+def benchmarks_markdown(table: pd.DataFrame, variants: list[str], distillation: list[str] | None = None) -> str:
     ge = [(m, m.removeprefix("geneval_")) for m in GENEVAL]
     cb = [(m, m.removeprefix("compbench_")) for m in COMPBENCH]
     def present(metrics):  # a teacher run only where it has values (teacher_few: GenEval only)
@@ -624,6 +658,7 @@ def benchmarks_markdown(table: pd.DataFrame, variants: list[str]) -> str:
             markdown_table(table, present(COMPBENCH), cb), ""]
     uncertainty = uncertainty_note(table[table.metric.isin([m for m, _ in ge + cb])])
     body += uncertainty + ([""] if uncertainty else [])
+    body += distillation or []
     notes = skipped_notes(table, [m for m, _ in ge + cb])
     if notes:
         body += ["Not reported (—):", *notes, ""]
@@ -664,7 +699,8 @@ def write_report(params_path: str | Path, results: str | Path, out: str | Path,
     (out / "provenance.json").write_text(json.dumps(provenance_records(params, results), indent=2) + "\n")
     (out / "ablation.md").write_text(ablation_markdown(table, variants) + published_markdown(table, variants, family)
                                      + ttur_markdown(results))
-    (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants))
+    distillation = distillation_markdown(by_seed, results, *bootstrap_settings(params))
+    (out / "benchmarks.md").write_text(benchmarks_markdown(table, variants, distillation))
     curves.to_csv(out / "along_training.csv", index=False)
     (out / "along_training.md").write_text(along_training_markdown(curves, list(params.get("variants") or {})))
     return table

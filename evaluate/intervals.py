@@ -88,15 +88,25 @@ class MetricSample:
         return self.bootstrap(draws, seed, level)["ci"]
 
 
-def paired_comparison(a: MetricSample, b: MetricSample, draws: int, seed: int) -> float:
-    """Bootstrap p-value that a and b have the same value, resampling the prompts they share."""
+def paired_difference(a: MetricSample, b: MetricSample, draws: int, seed: int, level: float = LEVEL) -> dict:
+    """value(a) - value(b) on the prompts both share, its percentile interval over the same bootstrap
+    replicates of those prompts, and the two-sided bootstrap p-value that it is zero:
+    {"difference": d, "ci": (lo, hi), "p": p}."""
     if a.kind != b.kind or not np.array_equal(a.prompts, b.prompts):
         raise ValueError("a paired comparison needs two samples of the same metric on the same prompts")
     # the teacher's features, extracted again by each variant's metrics stage (equal up to GPU round-off)
     if a.kind == "fd" and not (a.reference.shape == b.reference.shape
                                and np.allclose(a.reference, b.reference, rtol=1e-4, atol=1e-5)):
         raise ValueError("a paired comparison of Fréchet distances needs the same reference features")
-    return paired_p(a.replicates(indices := a.replicate_indices(draws, seed)) - b.replicates(indices))
+    indices = a.replicate_indices(draws, seed)
+    differences = a.replicates(indices) - b.replicates(indices)
+    return {"difference": a.value() - b.value(), "ci": percentile_interval(differences, level),
+            "p": paired_p(differences)}
+
+
+def paired_comparison(a: MetricSample, b: MetricSample, draws: int, seed: int) -> float:
+    """Bootstrap p-value that a and b have the same value, resampling the prompts they share."""
+    return paired_difference(a, b, draws, seed)["p"]
 
 
 def save_samples(path: Path, samples: dict[str, MetricSample]) -> None:

@@ -120,3 +120,32 @@ def test_euler_rows_of_the_paper_sit_under_their_variant(tmp_path):
     params.write_text(yaml.safe_dump(config))
     main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "none")])
     assert "full_euler" not in set(pd.read_csv(tmp_path / "none" / "summary.csv").variant)
+
+
+def write_geneval_results(folder, correct: dict[str, list[bool]]):
+    """A GenEval results.jsonl: per task, one prompt folder per entry of `correct` (one image each)."""
+    rows, index = [], 0
+    for tag, flags in correct.items():
+        for flag in flags:
+            rows.append({"filename": f"{folder}/images/{index:05}/samples/00000.png", "tag": tag, "correct": flag})
+            index += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_students_are_compared_with_the_teacher_and_its_few_step_samples(tmp_path):
+    """benchmarks.md pairs every student run's GenEval with the teacher's and the few-step teacher's on the
+    same prompts: difference, bootstrap interval, p; a student with other prompts is not paired."""
+    params, res = synthetic_tree(tmp_path)
+    tasks = ["single_object", "two_object"]
+    write_geneval_results(res / "geneval" / "teacher", {t: [True] * 20 for t in tasks})
+    write_geneval_results(res / "geneval" / "teacher_few", {t: [False] * 20 for t in tasks})
+    write_geneval_results(res / "geneval" / "full-0", {t: [True] * 10 + [False] * 10 for t in tasks})
+    write_geneval_results(res / "geneval" / "wo_isg-0", {t: [True] * 5 for t in tasks})  # other prompts
+    main(["--params", str(params), "--results", str(res), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "benchmarks.md").read_text().split("## Distillation against the teacher")[1]
+    cells = next(line for line in md.splitlines() if "`full-0`" in line).split("|")[2:4]
+    (low, high), (low_few, high_few) = [[float(x) for x in c.split("[")[1].split("]")[0].split(",")] for c in cells]
+    assert cells[0].strip().startswith("-0.500") and low < -0.5 < high < 0 and "(p 0.005)" in cells[0]
+    assert cells[1].strip().startswith("+0.500") and 0 < low_few < 0.5 < high_few
+    assert "not paired" in next(line for line in md.splitlines() if "`wo_isg-0`" in line)

@@ -72,7 +72,7 @@ def test_oracle_is_accurate_on_clean_and_perturbed_renders():
 
 def test_oracle_shape_survives_soft_edges():
     """Generated 32-px objects are softer than renders: a 1.2 px blur must not turn squares into circles
-    (the fill-ratio rule this oracle replaced read 29 % of squares as circles there)."""
+    (the fill-ratio rule this oracle replaced misread 27 % of objects there, squares as circles)."""
     rng = np.random.default_rng(5)
     for shape in ("square", "circle", "triangle"):
         spec = PromptSpec.from_metadata({"tag": "single_object", "prompt": "x", "include": [{"class": shape, "count": 1}]})

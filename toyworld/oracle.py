@@ -16,7 +16,8 @@ rendered (4x supersampled coverage, as `toyworld.render` draws it) at the size a
 area and centroid give, at a few scales and Gaussian blurs; the smallest squared error wins. Area
 and centroid do not change under blur, so soft-edged objects (generated images are softer than
 renders) keep their shape. The rule it replaces, a fill-ratio threshold on the thresholded mask,
-read 17-29 % of ground-truth squares as circles under a 0.8-1.2 px blur (results/toyworld/README.md).
+misread the shape of 19-27 % of rendered objects (squares as circles) under a 0.8-1.2 px blur
+(results/toyworld/README.md).
 """
 from __future__ import annotations
 
