@@ -31,7 +31,7 @@ from backbones.base import Backbone
 from benchmarks.geneval.__main__ import geneval_settings
 from benchmarks.geneval.detectors import OracleDetector
 from benchmarks.geneval.metadata import toy_metadata
-from benchmarks.geneval.run import score_layout
+from benchmarks.geneval.run import layout_jobs, score_layout
 from benchmarks.geneval.summary import summarize
 from configs.cli import ArgumentParser, run_command
 from configs.params import ParamsError, load_params
@@ -103,13 +103,7 @@ def handoff_sample(teacher: Generator, student: Generator, mode: tuple[str, int]
 def render_mode(teacher: Generator, student: Generator, mode: tuple[str, int], metadatas: list[dict], cfg: dict,
                 images: Path) -> None:
     """The mode's images in GenEval's layout, in the `geneval` stage's jobs, batches and seeds."""
-    jobs = []
-    for index, meta in enumerate(metadatas):
-        folder = images / f"{index:0>5}"
-        (folder / "samples").mkdir(parents=True, exist_ok=True)
-        (folder / "metadata.jsonl").write_text(json.dumps(meta))
-        jobs += [(folder / "samples" / f"{k:05}.png", meta["prompt"], int(cfg["seed"]) + 1000 * index + k)
-                 for k in range(int(cfg["images_per_prompt"]))]
+    jobs = layout_jobs(metadatas, cfg, images)
     bb, size = teacher.backbone, int(cfg["batch_size"])
     for i in range(0, len(jobs), size):
         chunk = jobs[i:i + size]

@@ -33,8 +33,9 @@ from evaluate.sampling import render_missing, reset_folder
 DEFAULTS = SCHEMA["benchmarks"].defaults["geneval"].plain_defaults()  # configs/schema.py
 
 
-def write_layout(gen, metadatas: list[dict], cfg: dict, images: Path, settings: dict) -> None:
-    reset_folder(images, settings, "geneval")
+def layout_jobs(metadatas: list[dict], cfg: dict, images: Path) -> list[tuple[Path, str, int]]:
+    """The official layout's folders and metadata under `images`, and its (png path, prompt, seed) jobs in
+    order: `images_per_prompt` per prompt, seed `seed + 1000 * index + k`."""
     jobs = []
     for index, meta in enumerate(metadatas):
         folder = images / f"{index:0>5}"
@@ -42,7 +43,12 @@ def write_layout(gen, metadatas: list[dict], cfg: dict, images: Path, settings: 
         (folder / "metadata.jsonl").write_text(json.dumps(meta))
         jobs += [(folder / "samples" / f"{k:05}.png", meta["prompt"], int(cfg["seed"]) + 1000 * index + k)
                  for k in range(int(cfg["images_per_prompt"]))]
-    render_missing(gen, jobs, int(cfg["batch_size"]), "geneval images")
+    return jobs
+
+
+def write_layout(gen, metadatas: list[dict], cfg: dict, images: Path, settings: dict) -> None:
+    reset_folder(images, settings, "geneval")
+    render_missing(gen, layout_jobs(metadatas, cfg, images), int(cfg["batch_size"]), "geneval images")
 
 
 def scan_layout(images: Path) -> list[tuple[Path, dict]]:
@@ -131,4 +137,4 @@ def run_geneval(gen, cfg: dict, out: Path, models: dict, generator_info: dict) -
     return summary
 
 
-__all__ = ["DEFAULTS", "run_geneval", "scan_layout", "score_layout", "write_layout"]
+__all__ = ["DEFAULTS", "layout_jobs", "run_geneval", "scan_layout", "score_layout", "write_layout"]
