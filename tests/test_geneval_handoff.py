@@ -8,6 +8,7 @@ from PIL import Image
 
 from benchmarks.geneval.__main__ import main as geneval
 from benchmarks.geneval.handoff import main as handoff
+from configs.cli import CommandLineError
 from configs.params import ParamsError
 
 STUDENT = "models/toy/teacher"  # the teacher's transformer stands in for a student folder
@@ -50,3 +51,8 @@ def test_bad_modes(tmp_path, modes):
     params.write_text(json.dumps({"benchmarks": {"geneval": {"student_steps": 2}}}))
     with pytest.raises(ParamsError, match="--modes"):
         handoff(["--params", str(params), "--student", STUDENT, "--out", str(tmp_path / "h"), "--modes", modes])
+
+
+def test_prompt_count_must_be_positive(tmp_path):
+    with pytest.raises(CommandLineError, match="--prompts-per-task"):
+        handoff(["--student", STUDENT, "--out", str(tmp_path / "h"), "--prompts-per-task", "0"])

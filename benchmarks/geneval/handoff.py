@@ -1,8 +1,8 @@
 """Where along its few steps a student loses GenEval accuracy: samplers that hand over between the
 student and the teacher at the student's anchors.
 
-    python -m benchmarks.geneval.handoff --student runs/distill/full-0 --out results/student_budget/handoff
-                                         [--modes s0,s1,s2,s3,s4,t1,t2,t3] [--prompts-per-task 32]
+    python -m benchmarks.geneval.handoff --student runs/distill/full-0 --out outputs/handoff/full-0
+                                         [--modes s0,s1,s2,s3,s4,t1,t2,t3] [--prompts-per-task 16]
 
 Modes (N = the student's step count, anchors tau_0 = T > tau_1 > ... > tau_{N-1}):
   s<k>  the student's first k steps (its own sampler), then the teacher from tau_k to the end on its
@@ -33,7 +33,7 @@ from benchmarks.geneval.detectors import OracleDetector
 from benchmarks.geneval.metadata import toy_metadata
 from benchmarks.geneval.run import layout_jobs, score_layout
 from benchmarks.geneval.summary import summarize
-from configs.cli import ArgumentParser, run_command
+from configs.cli import ArgumentParser, count, run_command
 from configs.params import ParamsError, load_params
 from configs.paths import readable_folder, writable_folder
 from evaluate.sampling import Generator, initial_noise, load_generator, reset_folder
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--student", required=True, help="distilled student (run dir, its student/, or the subfolder)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--modes", default=None, help="comma-separated s<k> / t<k> (default: all of them)")
-    ap.add_argument("--prompts-per-task", type=int, default=None,
+    ap.add_argument("--prompts-per-task", type=count(1), default=None,
                     help="instead of benchmarks.geneval.prompts_per_task (fewer: faster, wider intervals)")
     args = ap.parse_args(argv)
     cfg = geneval_settings(load_params(args.params))
