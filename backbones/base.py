@@ -284,23 +284,29 @@ class Backbone(ABC):
         ts = (self.sampling_timesteps(num_steps) if timesteps is None else timesteps).to(noise.device)
         # start from pure N(0, I) for every family: the diffusers pipelines (init_noise_sigma = 1) and
         # DMD2/SenseFlow (x_t = noise at t = 999) do, not sigma(t0) * noise
-        x = noise
-        b = noise.shape[0]
-        x0 = x
+        x = x0 = noise
         for i, t in enumerate(ts):
-            tb = t.expand(b)
-            out = self.guided_output(net, x, tb, cond, guidance_scale, uncond)
-            x0 = self.to_x0(out, x, tb)
-            if i + 1 == len(ts):
-                break
-            tn = ts[i + 1].expand(b)
-            if sampler == "stochastic":
-                fresh = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype) \
-                    if generator is not None else torch.randn_like(noise)
-                x = self.add_noise(x0, fresh, tn)
-            else:
-                x = self.euler_step(out, x, tb, tn)
+            x, x0 = self.sampler_step(net, x, t, ts[i + 1] if i + 1 < len(ts) else None, cond, sampler,
+                                      guidance_scale, uncond, generator)
         return x0
+
+    def sampler_step(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | None,
+                     cond: Conditioning, sampler: str = "stochastic", guidance_scale: float = 1.0,
+                     uncond: Conditioning | None = None, generator: torch.Generator | None = None):
+        """One step of `sample` from scalar timestep t to t_next: (x at t_next, x0 predicted at t);
+        t_next None (the last step): (None, x0)."""
+        b = x.shape[0]
+        tb = t.expand(b)
+        out = self.guided_output(net, x, tb, cond, guidance_scale, uncond)
+        x0 = self.to_x0(out, x, tb)
+        if t_next is None:
+            return None, x0
+        tn = t_next.expand(b)
+        if sampler == "stochastic":
+            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) \
+                if generator is not None else torch.randn_like(x)
+            return self.add_noise(x0, fresh, tn), x0
+        return self.euler_step(out, x, tb, tn), x0
 
     def euler_step(self, output, x_t, t, t_next):
         """Deterministic ODE step from t to t_next (DDIM for eps families)."""

@@ -21,6 +21,7 @@ misread the shape of 19-27 % of rendered objects (squares as circles) under a 0.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -98,11 +99,20 @@ FIT_MARGIN = 3  # pixels around the component's box in the fitted window
 _SUPERSAMPLE = 4
 
 
+@functools.lru_cache(maxsize=64)
+def _subpixel_centres(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) centres of the supersampled grid of an (h, w) window, pixel units (read-only, shared)."""
+    s = _SUPERSAMPLE
+    y, x = np.meshgrid((np.arange(h * s) + 0.5) / s, (np.arange(w * s) + 0.5) / s, indexing="ij")
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
+
+
 def _coverage(shape: str, cx: float, cy: float, size: float, h: int, w: int) -> np.ndarray:
     """(h, w) pixel coverage of a shape of bounding-box side `size` centred at (cx, cy) (pixel
     units, window coordinates), drawn as toyworld.render draws it (triangle: apex up)."""
     s = _SUPERSAMPLE
-    y, x = np.meshgrid((np.arange(h * s) + 0.5) / s, (np.arange(w * s) + 0.5) / s, indexing="ij")
+    y, x = _subpixel_centres(h, w)
     if shape == "square":
         mask = (np.abs(x - cx) <= size / 2) & (np.abs(y - cy) <= size / 2)
     elif shape == "circle":

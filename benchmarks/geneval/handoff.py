@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from backbones.base import Backbone
 from benchmarks.geneval.__main__ import geneval_settings
 from benchmarks.geneval.detectors import OracleDetector
 from benchmarks.geneval.metadata import toy_metadata
@@ -58,20 +57,6 @@ def parse_modes(text: str, steps: int) -> list[tuple[str, int]]:
     return modes
 
 
-def student_step(bb: Backbone, net, x, t, t_next, cond, sampler: str, generator: torch.Generator):
-    """One step of the student's sampler from t to t_next (None: the last step); returns (x_next, x0)
-    exactly as `Backbone.sample` computes them."""
-    b = x.shape[0]
-    out = bb.guided_output(net, x, t.expand(b), cond, 1.0)
-    x0 = bb.to_x0(out, x, t.expand(b))
-    if t_next is None:
-        return None, x0
-    if sampler == "stochastic":
-        fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return bb.add_noise(x0, fresh, t_next.expand(b)), x0
-    return bb.euler_step(out, x, t.expand(b), t_next.expand(b)), x0
-
-
 @torch.no_grad()
 def handoff_sample(teacher: Generator, student: Generator, mode: tuple[str, int], cond, noise: torch.Tensor,
                    generator: torch.Generator) -> torch.Tensor:
@@ -85,14 +70,12 @@ def handoff_sample(teacher: Generator, student: Generator, mode: tuple[str, int]
     x = noise
     if kind == "t" and k > 0:  # the teacher's Euler steps down to tau_k
         ts = torch.cat([grid[grid > anchors[k] + 1e-3], anchors[k:k + 1]])
-        b = x.shape[0]
         for t, t_next in zip(ts[:-1], ts[1:]):
-            out = bb.guided_output(teacher.net, x, t.expand(b), cond, teacher.guidance_scale)
-            x = bb.euler_step(out, x, t.expand(b), t_next.expand(b))
+            x, _ = bb.sampler_step(teacher.net, x, t, t_next, cond, "euler", teacher.guidance_scale)
     x0 = x
     for i in student_range:
         t_next = anchors[i + 1] if i + 1 < n else None
-        x, x0 = student_step(bb, student.net, x, anchors[i], t_next, cond, student.sampler, generator)
+        x, x0 = bb.sampler_step(student.net, x, anchors[i], t_next, cond, student.sampler, generator=generator)
     if kind == "s" and k < n:  # the teacher from tau_k to the end of its grid
         ts = torch.cat([anchors[k:k + 1], grid[grid < anchors[k] - 1e-3]])
         x0 = bb.sample(teacher.net, cond, x, len(ts), sampler="euler", guidance_scale=teacher.guidance_scale,
