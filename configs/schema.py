@@ -293,6 +293,16 @@ TEACHER = Section({
     "lr": number(0.0, lo_open=True), "warmup": non_negative, "weight_decay": number(0.0), "ema": number(0.0, 1.0, hi_open=True),
     "cfg_dropout": number(0.0, 1.0), "grad_clip": number(0.0), "threads": non_negative, "checkpoint_every": positive})
 
+TEACHER_REFINE = Section({
+    "steps": 5000,               # further training steps from the pretrained teacher
+    "lr": 5.0e-4,                # peak; warm-up then cosine to 5 % of it
+    "warmup": 100,
+    "seed": 1,                   # data / noise draws of this phase
+    "family_weights": {"non_spatial": 8.0, "texture": 4.0, "two_object": 3.0, "shape": 2.0},  # x how often a
+                                 # prompt family's pairs are drawn (unlisted: 1)
+}, {"steps": positive, "lr": number(0.0, lo_open=True), "warmup": non_negative, "seed": non_negative,
+    "family_weights": weights_of(TOY_TASKS)})
+
 ENCODERS = Section({
     "seed": 0,
     "threads": 2,               # torch threads and rendering processes
@@ -521,6 +531,7 @@ SCHEMA: dict[str, Section | Rule] = {
     "euler_variants": list_of(text),  # variants also scored with the Euler sampler (the *_euler stages)
     "toyworld": TOYWORLD,
     "teacher": TEACHER,
+    "teacher_refine": TEACHER_REFINE,
     "encoders": ENCODERS,
     "train": TRAIN,
     "variants": None,  # a mapping name -> train keys; checked against TRAIN (configs.params)

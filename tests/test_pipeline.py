@@ -1,5 +1,6 @@
 """The DVC pipeline: stage names fixed by DESIGN.md, one expansion per variant x training seed in
-params.yaml (run r = <variant>-<seed>), and the data-flow edges toyworld -> teacher -> distill@r ->
+params.yaml (run r = <variant>-<seed>), and the data-flow edges toyworld -> teacher -> teacher_refine
+(the pretrained teacher trained further: the teacher every later stage uses) -> distill@r ->
 generate@r -> metrics@r (with the teacher's reference samples), distill@r -> geneval@r / compbench@r,
 all of them -> report."""
 import subprocess
@@ -29,12 +30,12 @@ def test_default_variants_are_the_paper_ablation():
 
 def test_every_stage_and_edge(edges):
     stages = {s for e in edges for s in e}
-    assert {"toyworld", "teacher", "encoders", "generate_teacher", "report"} <= stages
-    assert ("toyworld", "teacher") in edges
+    assert {"toyworld", "teacher", "teacher_refine", "encoders", "generate_teacher", "report"} <= stages
+    assert ("toyworld", "teacher") in edges and ("teacher", "teacher_refine") in edges
     for v in RUNS:
         for name in ("distill", "generate", "metrics", "geneval", "compbench"):
             assert f"{name}@{v}" in stages
-        assert ("teacher", f"distill@{v}") in edges and ("encoders", f"distill@{v}") in edges
+        assert ("teacher_refine", f"distill@{v}") in edges and ("encoders", f"distill@{v}") in edges
         assert (f"distill@{v}", f"generate@{v}") in edges
         assert (f"generate@{v}", f"metrics@{v}") in edges and ("generate_teacher", f"metrics@{v}") in edges
         assert (f"distill@{v}", f"geneval@{v}") in edges and (f"distill@{v}", f"compbench@{v}") in edges

@@ -254,7 +254,7 @@ def test_only_run_folders_are_ever_moved_and_world_size_changes_are_caught(asset
 
 
 def test_a_retrained_teacher_at_the_same_path_is_not_resumed_from(assets, tmp_path, monkeypatch):
-    """`dvc repro -f teacher` rewrites models/toy/teacher in place: the settings are unchanged, the weights
+    """`dvc repro -f teacher_refine` rewrites models/toy/teacher in place: the settings are unchanged, the weights
     are not, and a finished distillation of the old teacher must not pass for one of the new."""
 
     monkeypatch.setenv("SENSEFLOW_CACHE", str(tmp_path / "cache"))

@@ -36,3 +36,14 @@ def write_toy_dataset(out_dir: str | Path, size: int, seed: int, task_weights: d
             prompts.append(spec.prompt)
             specs.write(json.dumps({"key": key, "metadata": spec.to_metadata(), "scene": scene.to_dict()}) + "\n")
     return write_dataset_json(out_dir / "dataset.json", keys, paths, prompts)
+
+
+def read_tags(out_dir: str | Path) -> dict[str, str]:
+    """key -> prompt family (`metadata.tag`: a GenEval task or CompBench category) of a dataset
+    written by `write_toy_dataset`, from its specs.jsonl."""
+    path = Path(out_dir) / "specs.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the prompt families of a ToyWorld dataset are read from "
+                                f"the specs.jsonl `write_toy_dataset` writes beside its dataset.json (`dvc repro toyworld`)")
+    with open(path) as f:
+        return {(r := json.loads(line))["key"]: r["metadata"]["tag"] for line in f if line.strip()}

@@ -3,7 +3,11 @@ ToyWorld dataset, with caption dropout for CFG, fine-tuning its text encoder (by
 CLIP's text tower, at `text_lr_scale` x the learning rate) alongside.
 
     python -m train.teacher [--params params.yaml] [--data data/toyworld/train/dataset.json]
-                            [--out models/toy/teacher] [--work data/teacher_run] [--steps N]
+                            [--out models/toy/teacher_base] [--work data/teacher_run]
+                            [--results results/teacher_base] [--steps N]
+
+The pretraining: the `teacher_refine` stage (train/teacher_refine.py) continues it, with some prompt
+families drawn more often, into models/toy/teacher, the teacher every later stage uses.
 
 Rectified flow x_t = (1-s) x0 + s eps, target eps - x0, logit-normal timesteps with SD3's
 shift (3, in training and sampling: the prompt only matters at high noise in a small world).
@@ -39,6 +43,7 @@ from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_opti
 from protocols.dataset_json import load_dataset_json
 from protocols.provenance import weights_fingerprint
 from train.dataset import ImageTextDataset
+from toyworld.dataset import read_tags
 from toyworld.world import RESOLUTION
 
 DEFAULTS = SCHEMA["teacher"].plain_defaults()  # keys, defaults and rules: configs/schema.py
@@ -50,16 +55,19 @@ def _settings(p: dict) -> dict:
     return {k: v for k, v in json.loads(json.dumps(p, default=str)).items() if k not in RESUMABLE_ACROSS}
 
 
-def run_identity(p: dict, prompts: list[str], images: torch.Tensor) -> dict:
+def run_identity(p: dict, prompts: list[str], images: torch.Tensor, init: Path | None = None) -> dict:
     """What a checkpoint must share with this start to be continued: the params (RESUMABLE_ACROSS
     excluded), a fingerprint of the training data (prompts in order and the decoded pixels) and of the
-    text encoder's start weights (text_encoder_init's files; a retrained toy CLIP is another start)."""
+    start weights (text_encoder_init's files, a retrained toy CLIP being another start; and `init`'s, the
+    whole teacher a refinement continues)."""
     h = hashlib.sha256("\n".join(prompts).encode())
     h.update(images.contiguous().numpy())
     identity = {"settings": _settings(p), "data": f"{len(prompts)} pairs, sha256 {h.hexdigest()[:16]}"}
-    init = weights_fingerprint(p.get("text_encoder_init"))
+    text_init = weights_fingerprint(p.get("text_encoder_init"))
+    if text_init is not None:
+        identity["text_encoder_init_weights"] = text_init
     if init is not None:
-        identity["text_encoder_init_weights"] = init
+        identity["init_weights"] = weights_fingerprint(init)
     return identity
 
 
@@ -78,6 +86,8 @@ def _identity_diff(saved: dict, current: dict) -> list[str]:
     if saved.get("text_encoder_init_weights") != current.get("text_encoder_init_weights"):
         diff.append(f"text encoder start weights: {saved.get('text_encoder_init_weights')} -> "
                     f"{current.get('text_encoder_init_weights')}")
+    if saved.get("init_weights") != current.get("init_weights"):
+        diff.append(f"start weights: {saved.get('init_weights')} -> {current.get('init_weights')}")
     return diff
 
 
@@ -134,14 +144,39 @@ def _load_checkpoint(work: Path, bb: ToyBackbone, ema: ToyBackbone, opt, gen: to
     return int(state["step"])
 
 
-def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbone:
+def family_sampling_weights(keys: list[str], tags: dict[str, str], family_weights: dict[str, float]) -> torch.Tensor:
+    """One sampling weight per training pair: its prompt family's entry in `family_weights` (1 where
+    the family is not listed). The pairs of a family are drawn `w` times as often as uniform sampling
+    would draw them, before renormalisation."""
+    missing = [k for k in keys if k not in tags]
+    if missing:
+        raise ValueError(f"{len(missing)} training pairs have no prompt family in specs.jsonl (first: {missing[0]})")
+    w = torch.tensor([float(family_weights.get(tags[k], 1.0)) for k in keys], dtype=torch.float64)
+    if not float(w.sum()) > 0:
+        raise ValueError(f"family weights {family_weights} give every training pair weight 0")
+    return w
+
+
+def train_teacher(p: dict, data_json: Path, out: Path, work: Path, init: Path | None = None,
+                  family_weights: dict[str, float] | None = None) -> ToyBackbone:
+    """Train (or, from `init`'s teacher, continue training) and write the EMA weights to `out`.
+    `family_weights` re-weights how often each prompt family's pairs are drawn (read from the
+    dataset's specs.jsonl); None draws pairs uniformly."""
     torch.set_num_threads(int(p["threads"]))
     records = load_dataset_json(data_json, key="--data")  # validated before any model is built
+    weights = None
+    if family_weights:
+        weights = family_sampling_weights(records.keys, read_tags(data_json.parent), family_weights)
     data = ImageTextDataset(records, RESOLUTION, in_memory=True)
     images, prompts = data.images, records.prompts
 
-    bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"], p["seed"],
-                         text_encoder=p["text_encoder"], text_init=p["text_encoder_init"])
+    if init is None:
+        bb = ToyBackbone.new(p["layers"], p["heads"], p["head_dim"], p["text_width"], p["text_layers"], p["shift"],
+                             p["seed"], text_encoder=p["text_encoder"], text_init=p["text_encoder_init"])
+    else:
+        bb = ToyBackbone.load(init)  # raw and EMA weights both start from the teacher's (EMA) weights
+        bb.denoiser.train()
+        bb.text_encoder.train()
     ema = copy.deepcopy(bb)
     for m in _modules(ema).values():
         m.requires_grad_(False)
@@ -154,7 +189,7 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     opt = torch.optim.AdamW(groups, lr=p["lr"], weight_decay=p["weight_decay"], betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(p["seed"])
     work.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(p, prompts, images)
+    identity = run_identity(p, prompts, images, init)
     state_json = work / "checkpoint" / "state.json"
     if (work / "checkpoint").exists():
         try:
@@ -171,7 +206,10 @@ def train_teacher(p: dict, data_json: Path, out: Path, work: Path) -> ToyBackbon
     bar = tqdm(range(start, p["steps"]), initial=start, total=p["steps"], desc="teacher", unit="step", mininterval=5.0)
     t0 = time.time()
     for step in bar:
-        idx = torch.randint(len(prompts), (p["batch_size"],), generator=gen)
+        if weights is None:
+            idx = torch.randint(len(prompts), (p["batch_size"],), generator=gen)
+        else:
+            idx = torch.multinomial(weights, p["batch_size"], replacement=True, generator=gen)
         x0 = images[idx]
         drop = torch.rand(p["batch_size"], generator=gen) < p["cfg_dropout"]
         batch_prompts = ["" if d else prompts[i] for i, d in zip(idx.tolist(), drop.tolist())]
@@ -213,9 +251,9 @@ def main(argv=None) -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/toyworld/train/dataset.json")
-    ap.add_argument("--out", default="models/toy/teacher")
+    ap.add_argument("--out", default="models/toy/teacher_base")
     ap.add_argument("--work", default="data/teacher_run")
-    ap.add_argument("--results", default="results/teacher")
+    ap.add_argument("--results", default="results/teacher_base")
     ap.add_argument("--steps", type=count(1), default=None, help="override teacher.steps (smoke tests)")
     ap.add_argument("--eval-only", action="store_true", help="only evaluate the teacher already in --out")
     args = ap.parse_args(argv)
