@@ -7,6 +7,7 @@ import torch
 from backbones.toy import ToyBackbone
 from toyworld.dataset import read_tags, write_toy_dataset
 from toyworld.grammar import TASKS
+from configs.params import ParamsError
 from train import teacher, teacher_refine
 
 TINY = {"layers": 1, "heads": 2, "head_dim": 8, "text_width": 16, "text_layers": 1, "batch_size": 4,
@@ -72,7 +73,7 @@ def test_family_weights_decide_which_pairs_are_drawn(dataset):
     drawn = torch.multinomial(w, 200, replacement=True, generator=torch.Generator().manual_seed(0))
     assert {tags[keys[i]] for i in drawn.tolist()} == {family} and len(set(tags.values())) > 1
     assert torch.equal(teacher.family_sampling_weights(keys, tags, {}), torch.ones(len(keys), dtype=torch.float64))
-    with pytest.raises(ValueError, match="weight 0"):
+    with pytest.raises(ParamsError, match="weight 0"):
         teacher.family_sampling_weights(keys, tags, dict.fromkeys(TASKS, 0.0))
 
 

@@ -37,10 +37,10 @@ from tqdm import tqdm
 from backbones.toy import ToyBackbone
 from configs.cli import ArgumentParser, count, run_command
 from configs.paths import writable_folder
-from configs.params import section
+from configs.params import ParamsError, section
 from configs.schema import SCHEMA
 from train.checkpoint import capture_rng, load_optimizer, restore_rng, save_optimizer
-from protocols.dataset_json import load_dataset_json
+from protocols.dataset_json import DatasetError, load_dataset_json
 from protocols.provenance import weights_fingerprint
 from train.dataset import ImageTextDataset
 from toyworld.dataset import read_tags
@@ -150,10 +150,12 @@ def family_sampling_weights(keys: list[str], tags: dict[str, str], family_weight
     would draw them, before renormalisation."""
     missing = [k for k in keys if k not in tags]
     if missing:
-        raise ValueError(f"{len(missing)} training pairs have no prompt family in specs.jsonl (first: {missing[0]})")
+        raise DatasetError(f"{len(missing)} training pairs have no prompt family in the dataset's specs.jsonl "
+                           f"(first key: {missing[0]}): rebuild the data with `dvc repro toyworld`")
     w = torch.tensor([float(family_weights.get(tags[k], 1.0)) for k in keys], dtype=torch.float64)
     if not float(w.sum()) > 0:
-        raise ValueError(f"family weights {family_weights} give every training pair weight 0")
+        raise ParamsError(f"invalid params (teacher_refine.family_weights): {family_weights} give every training "
+                          "pair weight 0; give at least one family in the data a weight above 0")
     return w
 
 

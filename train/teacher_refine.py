@@ -23,7 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
-from configs.cli import ArgumentParser, count, run_command
+from configs.cli import ArgumentParser, CommandLineError, count, run_command
 from configs.paths import writable_folder
 from configs.params import section
 from train.teacher import train_teacher
@@ -53,7 +53,8 @@ def main(argv=None) -> None:
                                (args.results, "the teacher results folder", "--results")):
         writable_folder(folder, what, flag)  # checked before any work
     if Path(args.out).resolve() == Path(args.base).resolve():
-        raise ValueError(f"--out {args.out} is --base: the refined teacher would overwrite the one it starts from")
+        raise CommandLineError(f"--out {args.out} is --base: the refined teacher would overwrite the one it starts "
+                               "from; choose another --out")
     teacher = section("teacher", args.params)
     p, family_weights = refine_settings(teacher, section("teacher_refine", args.params))
     if args.steps is not None:
