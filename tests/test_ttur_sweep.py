@@ -40,11 +40,13 @@ def test_the_verdict_needs_every_ttur():
 def test_sweep_end_to_end_on_the_toy_and_reuse(tmp_path):
     torch.set_num_threads(2)
     write_toy_dataset(tmp_path / "data", 16, 0, dict.fromkeys(TASKS, 1.0))
+    # 130 probe images > the toy CLIP's 128 feature dims: with fewer the covariances are singular and
+    # clean-fid's matrix square root may fail (it did, at 6, with the refined teacher)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "train": {"family": "toy", "preset": "toy", "teacher": str(ROOT / "models/toy/teacher"),
                   "clip": str(ROOT / "models/toy/clip"), "vfm_backbone": str(ROOT / "models/toy/dinov2"),
-                  "dataset": str(tmp_path / "data" / "dataset.json"), "batch_size": 2, "eval_prompts": 6,
+                  "dataset": str(tmp_path / "data" / "dataset.json"), "batch_size": 2, "eval_prompts": 130,
                   "checkpoint_every": 100, "sample_every": 0, "log_every": 1, "loss_window": 2},
         "variants": {"full": {}}}))
     args = ["--params", str(params), "--ttur", "1", "2", "--generator-updates", "4", "--evals", "2",

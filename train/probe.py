@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import torch
 from configs.params import ParamsError
 from configs.paths import readable_file, readable_folder, text_lines
 from measures.clip_score import ClipScorer
-from measures.frechet import INCEPTION_FILE, InceptionFeatures, fd
+from measures.frechet import INCEPTION_FILE, FrechetError, InceptionFeatures, fd
 from protocols.images import to_uint8
 from toyworld.grading import grade
 from toyworld.grammar import GENEVAL_TASKS
@@ -191,7 +192,10 @@ class TrainingProbe:
         if self.fd_name:
             if self.reference is None:
                 raise RuntimeError("set_reference() before measure(): the Fréchet distance needs the teacher's images")
-            out[KEYS[self.fd_name]] = fd(self._features(images), self.reference)
+            try:
+                out[KEYS[self.fd_name]] = fd(self._features(images), self.reference)
+            except FrechetError as e:  # a diagnostic curve must not end a training run: this point has no FD
+                print(f"probe: no {KEYS[self.fd_name]} at this evaluation: {e}", file=sys.stderr)
         if self.clip:
             out[KEYS["clip_score"]] = self.clip.clip_score(images, self.probe.prompts)
         if self.toy:
