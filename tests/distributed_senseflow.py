@@ -4,7 +4,9 @@
 
 <workdir>/assets.json holds the tiny asset paths; rank 0 writes <workdir>/result.json with:
 world size, IDA on FSDP2-sharded nets vs the unsharded formula, the loop under DDP vs FSDP2 (fp32), and
-an FSDP2 + bf16 run killed mid-way and resumed from its sharded checkpoint vs the uninterrupted one.
+an FSDP2 + bf16 run killed mid-way and resumed from its sharded checkpoint vs the uninterrupted one, and
+an FSDP2 + bf16 run whose probe Fréchet distance fails (clean-fid's singular covariances at small N) at
+every evaluation: it must train to the end, with those points logged without FD.
 """
 import json
 import sys
@@ -105,6 +107,24 @@ def main():
     senseflow.train_step = real_step
     resumed_run = senseflow.train(bf16, work / "fsdp_resumed", resume="require")
     resumed = everything(resumed_run)
+    # the probe's Fréchet distance fails at every evaluation (as clean-fid does with singular covariances at
+    # N < feature dims): the run must not end, nor the other rank wait for ever; the points have no FD
+    import train.probe as probe
+    from measures.frechet import FrechetError
+
+    real_fd = probe.fd
+
+    def failing_fd(*a):
+        raise FrechetError("simulated: the covariance product's square root has a large imaginary part")
+
+    probe.fd = failing_fd
+    try:
+        no_fd_run = senseflow.train(bf16, work / "fsdp_bf16_no_fd", resume="fresh")
+    finally:
+        probe.fd = real_fd
+    result["no_fd_run_finished"] = (work / "fsdp_bf16_no_fd" / "student").is_dir()
+    result["no_fd_equals_straight"] = not [k for k, v in everything(no_fd_run).items()
+                                           if state.is_main_process and not torch.equal(v, straight[k])]
     result["master_weights_fp32"] = all(p.dtype == torch.float32 for net in (resumed_run.generator, resumed_run.fake_score)
                                         for p in net.parameters())
 
@@ -123,7 +143,8 @@ def main():
         # metrics along training (toy preset: eval_every 100 -> iteration 0 and the end) under FSDP2 + bf16,
         # sampled by both ranks; a kill and resume gives the uninterrupted run's points
         curves = {name: [json.loads(line) for line in (work / name / "along_training.jsonl").read_text().splitlines()]
-                  for name in ("ddp", "fsdp", "fsdp_bf16", "fsdp_resumed")}
+                  for name in ("ddp", "fsdp", "fsdp_bf16", "fsdp_resumed", "fsdp_bf16_no_fd")}
+        result["no_fd_points"] = [sorted(k for k in p if k not in ("step", "probe")) for p in curves.pop("fsdp_bf16_no_fd")]
         result["along_training_steps"] = {name: [p["step"] for p in points] for name, points in curves.items()}
         result["along_training_resumed_equals_straight"] = curves["fsdp_resumed"] == curves["fsdp_bf16"]
         result["along_training_ddp_vs_fsdp"] = max(abs(a[k] - b[k]) / max(1e-6, abs(a[k])) for a, b in

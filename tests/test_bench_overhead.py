@@ -73,3 +73,24 @@ def test_overhead_is_the_paired_cost_on_generator_turns():
         assert est["isg_other_iterations"]["lo"] < 0 < est["isg_other_iterations"]["hi"]
         assert est["ida_iteration"]["mean"] == 0.0
     assert many["isg_iteration"]["width"] < few["isg_iteration"]["width"] / 2
+
+
+def test_update_re_measures_the_named_families_and_keeps_the_others(tmp_path):
+    out = tmp_path / "overhead.json"
+    first = main(["--families", "sdxl", "--min-rounds", "2", "--max-rounds", "2", "--out", str(out)])
+    earlier = json.loads(out.read_text())
+    earlier["families"] = {"toy": {"isg_overhead": 0.5, "ida_overhead": 0.25, "marker": "kept"},
+                           "sdxl": {**earlier["families"]["sdxl"], "marker": "old"}}
+    out.write_text(json.dumps(earlier))
+    main(["--families", "sdxl", "--min-rounds", "2", "--max-rounds", "2", "--out", str(out), "--update"])
+    saved = json.loads(out.read_text())
+    assert list(saved["families"]) == ["toy", "sdxl"]  # the earlier order
+    assert saved["families"]["toy"]["marker"] == "kept" and "marker" not in saved["families"]["sdxl"]
+    assert saved["families"]["sdxl"]["rounds"] == 2
+    assert saved["reference_family"] == "toy" and saved["isg_overhead"] == 0.5 and saved["ida_overhead"] == 0.25
+
+    earlier["torch_threads"] = first["torch_threads"] + 1  # measured under other conditions: never mixed
+    out.write_text(json.dumps(earlier))
+    with pytest.raises(CommandLineError, match="another torch threads"):
+        main(["--families", "sdxl", "--out", str(out), "--update"])
+    assert json.loads(out.read_text()) == earlier

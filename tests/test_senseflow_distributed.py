@@ -24,7 +24,7 @@ def result(tmp_path_factory):
            str(ROOT / "tests" / "distributed_senseflow.py"), str(work)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return json.loads((work / "result.json").read_text())
+    return {**json.loads((work / "result.json").read_text()), "stderr": proc.stderr}
 
 
 def test_two_processes_really_ran(result):
@@ -61,3 +61,11 @@ def test_metrics_along_training_under_ddp_fsdp2_and_bf16(result):
     assert all(steps == [0, 4] for steps in result["along_training_steps"].values())
     assert result["along_training_resumed_equals_straight"]
     assert result["along_training_ddp_vs_fsdp"] < 1e-3
+
+
+def test_a_failing_probe_frechet_distance_does_not_end_an_fsdp2_bf16_run(result):
+    """clean-fid fails on singular covariances (probe N < feature dims): that evaluation logs CLIP and the
+    oracle without FD, says why, and the run trains on to the same weights as without the probe failure."""
+    assert result["no_fd_run_finished"] and result["no_fd_equals_straight"]
+    assert result["no_fd_points"] == [["eval/clip_score", "eval/oracle_accuracy"]] * 2  # iterations 0 and 4
+    assert "probe: no eval/fd_t_toyworld at this evaluation: simulated" in result["stderr"]

@@ -2,7 +2,7 @@
 
     python -m train.bench_overhead [--params params.yaml] [--families toy,sd3,flux,sdxl]
                                    [--min-rounds 24] [--max-rounds 600] [--width 0.02]
-                                   [--out results/bench/overhead.json]
+                                   [--out results/bench/overhead.json] [--update]
 
 For each family three runs of the real loop (`train.senseflow.train_step`, every other component as
 the family's preset has it, VFM on) are built side by side: base (ISG off, IDA off), +ISG, +IDA.
@@ -32,6 +32,9 @@ Families: toy uses the params' teacher/encoders when they exist (otherwise rando
 same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny random configs of
 backbones/tiny.py and are skipped, with the reason printed, when those cannot be built.
 Top-level `isg_overhead` / `ida_overhead` are the toy family's (the embedded default experiment).
+`--update` re-measures only the families named in `--families` and keeps the others of an existing
+`--out` as they are (e.g. one family whose intervals did not converge, re-run with more rounds); a
+file measured with another torch thread count or another method is refused, never mixed.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from pathlib import Path
 
 import torch
 
-from configs.cli import ArgumentParser, count, run_command
+from configs.cli import ArgumentParser, CommandLineError, count, run_command
 from configs.paths import writable_file
 from configs.params import load_params
 from train.batches import batch_indices
@@ -294,6 +297,27 @@ def _fmt(iv: dict) -> str:
     return f"{iv['mean']:+.2%} [{iv['lo']:+.2%}, {iv['hi']:+.2%}]"
 
 
+def _kept_families(out: Path, result: dict, measured: list[str]) -> dict:
+    """The families of an earlier result at `out` that this run does not measure (for --update)."""
+    if not out.is_file():
+        return {}
+    try:
+        earlier = json.loads(out.read_text())
+        families = earlier["families"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CommandLineError(f"--update needs a benchmark result at --out ({out}): it cannot be read ({err}); "
+                               "choose another --out or run without --update") from None
+    for key in ("torch_threads", "method"):
+        if earlier.get(key) != result[key]:
+            raise CommandLineError(f"--update: {out} was measured with another {key.replace('_', ' ')} "
+                                   f"({earlier.get(key)!r}, now {result[key]!r}); its families cannot be mixed with "
+                                   "this run's: re-measure all of them, or write to another --out")
+    kept = {name: value for name, value in families.items() if name not in measured}
+    if kept:
+        print(f"bench_overhead: keeping {', '.join(kept)} from {out}")
+    return kept
+
+
 def main(argv=None) -> dict:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -303,6 +327,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-rounds", type=count(2), default=600, help="at most this many TTUR cycles per family")
     ap.add_argument("--width", type=float, default=0.02, help="stop when every 95%% interval is narrower than this")
     ap.add_argument("--out", default="results/bench/overhead.json")
+    ap.add_argument("--update", action="store_true", help="keep the families of an existing --out that "
+                    "--families does not name (re-measure only those named)")
     args = ap.parse_args(argv)
     writable_file(args.out, "the benchmark result", "--out")  # checked before any work
     params = load_params(args.params)
@@ -314,6 +340,7 @@ def main(argv=None) -> dict:
                         "iteration; generator turns: per turn); rounds = TTUR cycles; 95 % BCa bootstrap "
                         "interval over rounds; *_other_iterations: the same difference on the other iterations "
                         "(a check: should contain 0); the run stops when the per-iteration intervals are narrower than the target"}
+    kept = _kept_families(Path(args.out), result, families) if args.update else {}
     for family, root, settings, notes in each_family(families, params, result, "bench_overhead"):
         print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
         res = measure_family(settings, root, args.min_rounds, max(args.min_rounds, args.max_rounds), args.width)
@@ -323,6 +350,9 @@ def main(argv=None) -> dict:
               f"ISG {_fmt(res['isg_overhead_interval'])} per iteration, {_fmt(res['isg_overhead_generator_turn'])} "
               f"per generator turn; IDA {_fmt(res['ida_overhead_interval'])}, {_fmt(res['ida_overhead_generator_turn'])}"
               f" ({res['rounds']} rounds{'' if res['converged'] else ', intervals not yet narrower than the target'})")
+    if kept:  # the earlier file's order, this run's values
+        result["families"] = {name: result["families"].get(name, kept.get(name)) for name in
+                              [*kept, *result["families"]] if name in result["families"] or name in kept}
     reference = "toy" if "toy" in result["families"] else next(iter(result["families"]), None)
     if reference is not None:
         result["reference_family"] = reference
