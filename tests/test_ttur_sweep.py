@@ -10,7 +10,7 @@ import yaml
 
 from toyworld.dataset import write_toy_dataset
 from toyworld.grammar import TASKS
-from train.ttur_sweep import SweepRunError, curve_statistics, main, run_name, summarize
+from train.ttur_sweep import SweepRunError, curve_statistics, main, markdown, read_run, run_name, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +35,42 @@ def test_the_verdict_needs_every_ttur():
             run_name(10, True, 0): run(1.0), run_name(10, False, 0): run(0.5)}
     result = summarize(runs, [5, 10], [0])
     assert result["without_ida_oscillates_more"] == {5: True, 10: False} and not result["paper_claim_holds"]
+
+
+def test_with_seeds_the_verdict_needs_the_paired_interval_above_zero():
+    """Seed s's runs with and without IDA are paired: a difference that every seed shows is established,
+    one whose sign changes between seeds is not, whatever the means say."""
+    def run(osc):
+        return {"fd_final": 1.0, "fd_oscillation": osc, "fd_late_std": 0.1, "fake_loss_cv": None}
+
+    on = {5: [1.0, 2.0, 3.0], 10: [1.0, 1.0, 1.0]}
+    off = {5: [1.5, 2.6, 3.4], 10: [3.0, 0.5, 1.1]}  # TTUR 10: a larger mean, but not on every seed
+    runs = {run_name(t, ida, s): run((on if ida else off)[t][s]) for t in (5, 10) for ida in (True, False)
+            for s in range(3)}
+    result = summarize(runs, [5, 10], [0, 1, 2])
+    assert result["without_ida_oscillates_more"] == {5: True, 10: True}
+    effect = result["ida_effect"]
+    assert effect[5]["fd_oscillation"]["mean"] == pytest.approx(0.5) and effect[5]["fd_oscillation"]["lo"] > 0
+    assert effect[10]["fd_oscillation"]["lo"] < 0 < effect[10]["fd_oscillation"]["hi"]
+    assert effect[5]["fd_final"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "p": None, "seeds": 3}  # no spread
+    assert effect[5]["fake_loss_cv"] is None  # a value some run lacks
+    assert result["without_ida_oscillates_more_established"] == {5: True, 10: False}
+    assert not result["paper_claim_holds"]
+    md = markdown({"generator_updates": 60, "evals": 12, "seeds": [0, 1, 2], "fd_key": "eval/fd_t_toyworld",
+                   **result})
+    assert "| 5 | +0.000 [+0.000, +0.000] | +0.500 [" in md and "is not established here" in md
+
+
+def test_an_evaluation_without_fd_is_left_out_of_the_curve(tmp_path):
+    points = [{"step": s, "probe": "k", "eval/clip_score": 0.7, **({} if s == 20 else {"eval/fd_t_toyworld": 10.0 - s / 10})}
+              for s in range(0, 50, 10)]
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 40, "along_training": points}))
+    run = read_run(tmp_path, 10)
+    assert run["fd_missing"] == [20] and [s for s, _ in run["curve"]] == [0, 10, 30, 40]
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 40, "along_training": [
+        {**p, "eval/fd_t_toyworld": None} if p["step"] > 0 else p for p in points]}))
+    with pytest.raises(SweepRunError, match="only 1 of 5 evaluations have an FD-T"):
+        read_run(tmp_path, 10)
 
 
 def test_sweep_end_to_end_on_the_toy_and_reuse(tmp_path):

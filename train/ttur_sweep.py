@@ -23,8 +23,13 @@ Per run (`results/ttur/sweep.json`, table in `sweep.md`):
 - fd_late_std: the standard deviation of FD over those evaluations;
 - fake_loss_cv: the loop's rolling std / mean of the fake-score loss (train/alarms.py), averaged over
   the second half.
-With several seeds the table gives mean ± standard deviation over seeds. The paper's claim holds here
-where, at every TTUR, the runs without IDA oscillate more than those with it.
+An evaluation whose Fréchet distance failed (train/probe.py: singular covariances when the probe has
+fewer images than feature dimensions) is left out of that run's curve and listed in `fd_missing`.
+With several seeds the table gives mean ± standard deviation over seeds, and IDA's effect at each TTUR
+is the paired difference without − with IDA over seeds (the same seed's runs share the data order
+and initial noise): its mean, 95 % Student-t interval and paired t-test p. The paper's claim holds here
+where, at every TTUR, the runs without IDA oscillate more than those with it: with one seed, by the
+values (no interval); with several, only where the interval of that difference lies above 0.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from configs.cli import ArgumentParser, UserError, count, run_command
 from configs.paths import writable_folder
@@ -41,6 +48,8 @@ from train.senseflow import main as senseflow_main
 
 FD_KEYS = ("eval/fd_t_toyworld", "eval/fid_t")  # DESIGN.md along-training keys: toy, real family
 STATS = ("fd_final", "fd_oscillation", "fd_late_std", "fake_loss_cv")
+STAT_NAMES = {"fd_final": "FD final", "fd_oscillation": "FD oscillation", "fd_late_std": "FD late std",
+              "fake_loss_cv": "fake-loss CV"}
 
 
 def run_name(ttur: int, ida: bool, seed: int) -> str:
@@ -76,12 +85,18 @@ def read_run(folder: Path, eval_every: int) -> dict:
     key = next((k for k in FD_KEYS if any(k in p for p in points)), None)
     if key is None:
         raise SweepRunError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}); the probe did not run")
-    curve = sorted((int(p["step"]), float(p[key])) for p in points if p.get(key) is not None)
+    evaluated = sorted(int(p["step"]) for p in points)
     expected = list(range(0, steps + 1, eval_every))
-    if [s for s, _ in curve] != expected:
-        raise SweepRunError(f"{folder} holds a curve evaluated at {[s for s, _ in curve][:6]}..., not this sweep's "
+    if evaluated != expected:
+        raise SweepRunError(f"{folder} holds a curve evaluated at {evaluated[:6]}..., not this sweep's "
                             f"{expected[:6]}... (another --evals?); nothing was changed. Move the folder aside or pass "
                             f"another --runs")
+    curve = sorted((int(p["step"]), float(p[key])) for p in points if p.get(key) is not None)
+    missing = sorted(set(evaluated) - {s for s, _ in curve})  # the probe's FD failed there (train/probe.py)
+    if len(curve) < 3:
+        raise SweepRunError(f"{folder}: only {len(curve)} of {len(expected)} evaluations have an FD-T (failed at "
+                            f"{missing[:6]}...: the probe has fewer images than feature dimensions?); raise "
+                            "train.eval_prompts above the feature dimension and run the sweep with another --runs")
     cv_file = folder / "dvclive" / "plots" / "metrics" / "fake_loss_cv.tsv"
     fake_cv = {}
     if cv_file.is_file():
@@ -90,7 +105,7 @@ def read_run(folder: Path, eval_every: int) -> dict:
             if step <= steps:
                 fake_cv[step] = cv  # a resumed run logs repeated steps: the last one counts
     return {"fd_key": key, **curve_statistics(curve, sorted(fake_cv.items()), steps),
-            "curve": [[s, v] for s, v in curve]}
+            "curve": [[s, v] for s, v in curve], "fd_missing": missing}
 
 
 def summarize(runs: dict[str, dict], tturs: list[int], seeds: list[int]) -> dict:
@@ -108,7 +123,30 @@ def summarize(runs: dict[str, dict], tturs: list[int], seeds: list[int]) -> dict
             table[f"ttur{ttur}-ida_{'on' if ida else 'off'}"] = row
     more = {t: table[f"ttur{t}-ida_off"]["fd_oscillation"] > table[f"ttur{t}-ida_on"]["fd_oscillation"]
             for t in tturs}
-    return {"table": table, "without_ida_oscillates_more": more, "paper_claim_holds": all(more.values())}
+    out = {"table": table, "without_ida_oscillates_more": more, "paper_claim_holds": all(more.values())}
+    if len(seeds) > 1:
+        effect = {t: {stat: ida_effect([runs[run_name(t, False, s)][stat] for s in seeds],
+                                       [runs[run_name(t, True, s)][stat] for s in seeds]) for stat in STATS}
+                  for t in tturs}
+        established = {t: effect[t]["fd_oscillation"] is not None and effect[t]["fd_oscillation"]["lo"] > 0
+                       for t in tturs}
+        out.update(ida_effect=effect, without_ida_oscillates_more_established=established,
+                   paper_claim_holds=all(established.values()))
+    return out
+
+
+def ida_effect(without: list, with_: list, level: float = 0.95) -> dict | None:
+    """Paired difference without − with IDA over seeds: mean, Student-t interval, paired t-test p
+    (None when a seed lacks the value; no interval when the differences do not vary)."""
+    if any(v is None for v in [*without, *with_]):
+        return None
+    diff = np.asarray(without, np.float64) - np.asarray(with_, np.float64)
+    mean = float(diff.mean())
+    if np.allclose(diff, diff[0]):
+        return {"mean": mean, "lo": mean, "hi": mean, "p": None, "seeds": len(diff)}
+    test = stats.ttest_rel(without, with_)
+    ci = test.confidence_interval(level)
+    return {"mean": mean, "lo": float(ci.low), "hi": float(ci.high), "p": float(test.pvalue), "seeds": len(diff)}
 
 
 def markdown(result: dict) -> str:
@@ -118,7 +156,7 @@ def markdown(result: dict) -> str:
              f"{result['generator_updates'] // result['evals']} generator updates; seeds {result['seeds']}; "
              f"FD = `{result['fd_key']}` of the probe (train/probe.py). Oscillation = mean |FD(k+1) - FD(k)| over "
              "the second half of training.", "",
-             "| TTUR | IDA | FD final | FD oscillation | FD late std | fake-loss CV |", "|---|---|---|---|---|---|"]
+             "| TTUR | IDA | " + " | ".join(STAT_NAMES[s] for s in STATS) + " |", "|---|---|" + "---|" * len(STATS)]
 
     def cell(row, stat):
         if row.get(stat) is None:
@@ -129,11 +167,33 @@ def markdown(result: dict) -> str:
     for name, row in t.items():
         ttur, ida = name.removeprefix("ttur").split("-ida_")
         lines.append(f"| {ttur} | {ida} | " + " | ".join(cell(row, s) for s in STATS) + " |")
+    missing = {name: run["fd_missing"] for name, run in result.get("runs", {}).items() if run.get("fd_missing")}
+    if missing:
+        lines += ["", "Evaluations without FD (the probe's Fréchet distance failed; left out of those curves): " +
+                  "; ".join(f"{name} at {steps}" for name, steps in missing.items()) + "."]
     verdict = ", ".join(f"TTUR {k}: {'yes' if v else 'no'}" for k, v in result["without_ida_oscillates_more"].items())
-    lines += ["", f"Without IDA the FD curve oscillates more than with it: {verdict}. "
-              f"The paper's claim {'holds' if result['paper_claim_holds'] else 'does not hold'} here "
-              f"({'one seed: no interval' if len(result['seeds']) == 1 else '± is the standard deviation over seeds'}).",
-              ""]
+    if "ida_effect" not in result:
+        lines += ["", f"Without IDA the FD curve oscillates more than with it: {verdict}. "
+                  f"The paper's claim {'holds' if result['paper_claim_holds'] else 'does not hold'} here "
+                  "(one seed: no interval).", ""]
+        return "\n".join(lines)
+    lines += ["", "± is the standard deviation over seeds.", "",
+              f"IDA's effect: paired difference without − with IDA over {len(result['seeds'])} seeds, mean "
+              "[95 % Student-t interval], paired t-test p (positive: more without IDA).", "",
+              "| TTUR | " + " | ".join(STAT_NAMES[s] for s in STATS) + " |", "|---|" + "---|" * len(STATS)]
+
+    def effect_cell(e):
+        if e is None:
+            return "—"
+        return f"{e['mean']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]" + (f" p {e['p']:.2f}" if e["p"] is not None else "")
+
+    for ttur, row in result["ida_effect"].items():
+        lines.append(f"| {ttur} | " + " | ".join(effect_cell(row[s]) for s in STATS) + " |")
+    established = ", ".join(f"TTUR {k}: {'yes' if v else 'no'}"
+                            for k, v in result["without_ida_oscillates_more_established"].items())
+    lines += ["", f"Without IDA the FD curve oscillates more than with it, by the means: {verdict}; with the "
+              f"interval of the paired difference above 0: {established}. The paper's claim "
+              f"{'holds' if result['paper_claim_holds'] else 'is not established'} here.", ""]
     return "\n".join(lines)
 
 
