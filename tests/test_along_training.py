@@ -1,6 +1,7 @@
 """Metrics along training (train/probe.py, DESIGN.md's eval/* keys): the loop on the shipped
 ToyWorld teacher logs FD-T, CLIP score and oracle accuracy at iteration 0, every train.eval_every and at
-the end (dvclive, along_training.jsonl, summary.json), and `python -m evaluate.checkpoints` scores the
+the end (dvclive, along_training.jsonl, summary.json; 132 probe images: a Fréchet distance needs more
+images than the 128 feature dimensions), and `python -m evaluate.checkpoints` scores the
 saved checkpoints to exactly the loop's values."""
 import json
 import subprocess
@@ -29,7 +30,7 @@ def toy_run(tmp_path_factory):
     explicit = {"teacher": str(ROOT / "models/toy/teacher"), "clip": str(ROOT / "models/toy/clip"),
                 "vfm_backbone": str(ROOT / "models/toy/dinov2"), "dataset": str(root / "data" / "dataset.json"),
                 "threads": 2}
-    settings = resolve(explicit, overrides={"steps": 20, "eval_every": 10, "eval_prompts": 12, "checkpoint_every": 10,
+    settings = resolve(explicit, overrides={"steps": 20, "eval_every": 10, "eval_prompts": 132, "checkpoint_every": 10,
                                             "keep_checkpoints": 3, "log_every": 5, "sample_every": 0})
     train(settings, root / "run")
     return root / "run"
