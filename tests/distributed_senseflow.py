@@ -123,8 +123,9 @@ def main():
     finally:
         probe.fd = real_fd
     result["no_fd_run_finished"] = (work / "fsdp_bf16_no_fd" / "student").is_dir()
-    result["no_fd_equals_straight"] = not [k for k, v in everything(no_fd_run).items()
-                                           if state.is_main_process and not torch.equal(v, straight[k])]
+    no_fd = everything(no_fd_run)  # collective: every rank
+    result["no_fd_equals_straight"] = state.is_main_process and sorted(no_fd) == sorted(straight) and all(
+        torch.equal(v, straight[k]) for k, v in no_fd.items())
     result["master_weights_fp32"] = all(p.dtype == torch.float32 for net in (resumed_run.generator, resumed_run.fake_score)
                                         for p in net.parameters())
 

@@ -77,20 +77,25 @@ def test_overhead_is_the_paired_cost_on_generator_turns():
 
 def test_update_re_measures_the_named_families_and_keeps_the_others(tmp_path):
     out = tmp_path / "overhead.json"
-    first = main(["--families", "sdxl", "--min-rounds", "2", "--max-rounds", "2", "--out", str(out)])
+    main(["--families", "sdxl", "--min-rounds", "2", "--max-rounds", "2", "--out", str(out)])
     earlier = json.loads(out.read_text())
-    earlier["families"] = {"toy": {"isg_overhead": 0.5, "ida_overhead": 0.25, "marker": "kept"},
-                           "sdxl": {**earlier["families"]["sdxl"], "marker": "old"}}
+    threads = earlier["families"]["sdxl"]["torch_threads"]
+    earlier["families"] = {"sdxl": {**earlier["families"]["sdxl"], "marker": "old"},
+                           "toy": {"isg_overhead": 0.5, "ida_overhead": 0.25, "marker": "kept", "torch_threads": threads}}
+    earlier["skipped"] = {"flux": "earlier reason"}
     out.write_text(json.dumps(earlier))
     main(["--families", "sdxl", "--min-rounds", "2", "--max-rounds", "2", "--out", str(out), "--update"])
     saved = json.loads(out.read_text())
-    assert list(saved["families"]) == ["toy", "sdxl"]  # the earlier order
+    assert list(saved["families"]) == ["sdxl", "toy"]  # the earlier order, the re-measured one in its place
     assert saved["families"]["toy"]["marker"] == "kept" and "marker" not in saved["families"]["sdxl"]
-    assert saved["families"]["sdxl"]["rounds"] == 2
+    assert saved["skipped"] == {"flux": "earlier reason"}
     assert saved["reference_family"] == "toy" and saved["isg_overhead"] == 0.5 and saved["ida_overhead"] == 0.25
 
-    earlier["torch_threads"] = first["torch_threads"] + 1  # measured under other conditions: never mixed
-    out.write_text(json.dumps(earlier))
-    with pytest.raises(CommandLineError, match="another torch threads"):
-        main(["--families", "sdxl", "--out", str(out), "--update"])
-    assert json.loads(out.read_text()) == earlier
+    for change, match in (({"torch_threads": threads + 1}, "another torch thread count"),
+                          ({"method": "blocks"}, "another method")):  # measured otherwise: never mixed
+        other = {**earlier, **({"method": change["method"]} if "method" in change else {}),
+                 "families": {**earlier["families"], "toy": {**earlier["families"]["toy"], **change}}}
+        out.write_text(json.dumps(other))
+        with pytest.raises(CommandLineError, match=match):
+            main(["--families", "sdxl", "--out", str(out), "--update"])
+        assert json.loads(out.read_text()) == other

@@ -10,6 +10,7 @@ import yaml
 
 from toyworld.dataset import write_toy_dataset
 from toyworld.grammar import TASKS
+from configs.cli import CommandLineError
 from train.ttur_sweep import SweepRunError, curve_statistics, main, markdown, read_run, run_name, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,24 +53,36 @@ def test_with_seeds_the_verdict_needs_the_paired_interval_above_zero():
     effect = result["ida_effect"]
     assert effect[5]["fd_oscillation"]["mean"] == pytest.approx(0.5) and effect[5]["fd_oscillation"]["lo"] > 0
     assert effect[10]["fd_oscillation"]["lo"] < 0 < effect[10]["fd_oscillation"]["hi"]
-    assert effect[5]["fd_final"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "p": None, "seeds": 3}  # no spread
+    assert effect[5]["fd_final"] == {"mean": 0.0, "lo": None, "hi": None, "p": None, "seeds": 3}  # no spread
     assert effect[5]["fake_loss_cv"] is None  # a value some run lacks
     assert result["without_ida_oscillates_more_established"] == {5: True, 10: False}
     assert not result["paper_claim_holds"]
     md = markdown({"generator_updates": 60, "evals": 12, "seeds": [0, 1, 2], "fd_key": "eval/fd_t_toyworld",
                    **result})
-    assert "| 5 | +0.000 [+0.000, +0.000] | +0.500 [" in md and "is not established here" in md
+    assert "| 5 | +0.000 (the same on every seed: no interval) | +0.500 [" in md and "is not established here" in md
+    same = {name: run(2.0 if "off" in name else 1.0) for name in runs}  # +1 on every seed: no interval, not established
+    assert not summarize(same, [5, 10], [0, 1, 2])["without_ida_oscillates_more_established"][5]
+
+
+def test_a_repeated_seed_is_refused(tmp_path):
+    with pytest.raises(CommandLineError, match="each seed once"):
+        main(["--seeds", "0", "0", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res")])
 
 
 def test_an_evaluation_without_fd_is_left_out_of_the_curve(tmp_path):
-    points = [{"step": s, "probe": "k", "eval/clip_score": 0.7, **({} if s == 20 else {"eval/fd_t_toyworld": 10.0 - s / 10})}
-              for s in range(0, 50, 10)]
-    (tmp_path / "summary.json").write_text(json.dumps({"steps": 40, "along_training": points}))
+    def write(points):
+        (tmp_path / "summary.json").write_text(json.dumps({"steps": 80, "along_training": points}))
+
+    points = [{"step": s, "probe": "k", "eval/clip_score": 0.7, **({} if s == 60 else {"eval/fd_t_toyworld": 10.0 - s / 10})}
+              for s in range(0, 90, 10)]
+    write(points)
     run = read_run(tmp_path, 10)
-    assert run["fd_missing"] == [20] and [s for s, _ in run["curve"]] == [0, 10, 30, 40]
-    (tmp_path / "summary.json").write_text(json.dumps({"steps": 40, "along_training": [
-        {**p, "eval/fd_t_toyworld": None} if p["step"] > 0 else p for p in points]}))
-    with pytest.raises(SweepRunError, match="only 1 of 5 evaluations have an FD-T"):
+    assert run["fd_missing"] == [60] and [s for s, _ in run["curve"]] == [0, 10, 20, 30, 40, 50, 70, 80]
+    assert run["fd_final"] == 2.0 and run["fd_oscillation"] == pytest.approx(1.0)  # 50 -> 70 is not one jump
+    write([{k: v for k, v in p.items() if not (p["step"] == 80 and k == "eval/fd_t_toyworld")} for p in points])
+    assert read_run(tmp_path, 10)["fd_final"] is None  # the last evaluation has no FD: no final value
+    write([{**p, "eval/fd_t_toyworld": None} if p["step"] > 10 else p for p in points])
+    with pytest.raises(SweepRunError, match="only 2 of 9 evaluations have an FD-T"):
         read_run(tmp_path, 10)
 
 

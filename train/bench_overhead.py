@@ -33,8 +33,10 @@ same architecture: timing depends only on shapes); sd3/flux/sdxl use the tiny ra
 backbones/tiny.py and are skipped, with the reason printed, when those cannot be built.
 Top-level `isg_overhead` / `ida_overhead` are the toy family's (the embedded default experiment).
 `--update` re-measures only the families named in `--families` and keeps the others of an existing
-`--out` as they are (e.g. one family whose intervals did not converge, re-run with more rounds); a
-file measured with another torch thread count or another method is refused, never mixed.
+`--out` as they are (e.g. one family whose intervals did not converge, re-run with more rounds), in
+the file's order; a named family that cannot be built now keeps its earlier values. Families measured
+with another torch thread count (recorded per family) or another method are refused before any
+measurement, never mixed.
 """
 from __future__ import annotations
 
@@ -297,25 +299,52 @@ def _fmt(iv: dict) -> str:
     return f"{iv['mean']:+.2%} [{iv['lo']:+.2%}, {iv['hi']:+.2%}]"
 
 
-def _kept_families(out: Path, result: dict, measured: list[str]) -> dict:
-    """The families of an earlier result at `out` that this run does not measure (for --update)."""
+def _earlier_result(out: Path) -> dict | None:
+    """The benchmark result already at `out` (for --update), None when there is none."""
     if not out.is_file():
-        return {}
+        return None
     try:
         earlier = json.loads(out.read_text())
-        families = earlier["families"]
+        if not isinstance(earlier["families"], dict):
+            raise TypeError("'families' is not a mapping")
+        return earlier
     except (ValueError, KeyError, TypeError) as err:
         raise CommandLineError(f"--update needs a benchmark result at --out ({out}): it cannot be read ({err}); "
                                "choose another --out or run without --update") from None
-    for key in ("torch_threads", "method"):
-        if earlier.get(key) != result[key]:
-            raise CommandLineError(f"--update: {out} was measured with another {key.replace('_', ' ')} "
-                                   f"({earlier.get(key)!r}, now {result[key]!r}); its families cannot be mixed with "
-                                   "this run's: re-measure all of them, or write to another --out")
-    kept = {name: value for name, value in families.items() if name not in measured}
+
+
+def _family_threads(result: dict, family: dict) -> int:
+    """The torch thread count a family was measured with (files before per-family records: the file's)."""
+    return int(family.get("torch_threads", result.get("torch_threads")))
+
+
+def _check_comparable(out: Path, earlier: dict, result: dict, family: str, threads: int, named: list[str]) -> None:
+    """--update: the kept families were measured with this run's method and thread count, else refuse."""
+    if earlier.get("method") != result["method"]:
+        raise CommandLineError(f"--update: {out} was measured with another method; its families cannot be mixed "
+                               "with this run's: re-measure all of them, or write to another --out")
+    other = {name: _family_threads(earlier, fam) for name, fam in earlier["families"].items() if name not in named}
+    differ = {name: n for name, n in other.items() if n != threads}
+    if differ:
+        raise CommandLineError(f"--update: {out} has families measured with another torch thread count ({differ}; "
+                               f"{family} now runs with {threads}); re-measure all of them, or write to another --out")
+
+
+def _merged(earlier: dict, result: dict, named: list[str]) -> None:
+    """--update: this run's families replace the earlier ones in place (the earlier order, new ones after);
+    a family of the earlier file that this run did not measure (not named, or skipped now) keeps its
+    values; the earlier `skipped` entries of families not named are kept."""
+    measured = result["families"]
+    kept = [name for name in earlier["families"] if name not in measured]
+    for name in kept:
+        if name in named:
+            print(f"bench_overhead: {name} could not be measured now: its earlier values are kept")
     if kept:
-        print(f"bench_overhead: keeping {', '.join(kept)} from {out}")
-    return kept
+        print(f"bench_overhead: keeping {', '.join(kept)} from the earlier file")
+    order = [*earlier["families"], *[name for name in measured if name not in earlier["families"]]]
+    result["families"] = {name: measured.get(name, earlier["families"].get(name)) for name in order}
+    result["skipped"] = {**{k: v for k, v in earlier.get("skipped", {}).items() if k not in named},
+                         **result["skipped"]}
 
 
 def main(argv=None) -> dict:
@@ -340,19 +369,22 @@ def main(argv=None) -> dict:
                         "iteration; generator turns: per turn); rounds = TTUR cycles; 95 % BCa bootstrap "
                         "interval over rounds; *_other_iterations: the same difference on the other iterations "
                         "(a check: should contain 0); the run stops when the per-iteration intervals are narrower than the target"}
-    kept = _kept_families(Path(args.out), result, families) if args.update else {}
+    earlier = _earlier_result(Path(args.out)) if args.update else None
     for family, root, settings, notes in each_family(families, params, result, "bench_overhead"):
+        threads = int(settings.get("threads") or torch.get_num_threads())  # what build_run will set
+        if earlier is not None:  # before the measurement: nothing is spent on a result that cannot be kept
+            _check_comparable(Path(args.out), earlier, result, family, threads, families)
         print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
         res = measure_family(settings, root, args.min_rounds, max(args.min_rounds, args.max_rounds), args.width)
         res["assets"] = notes
+        res["torch_threads"] = torch.get_num_threads()
         result["families"][family] = res
         print(f"  s/iter {json.dumps({k: round(v, 4) for k, v in res['s_per_iter'].items()})}  "
               f"ISG {_fmt(res['isg_overhead_interval'])} per iteration, {_fmt(res['isg_overhead_generator_turn'])} "
               f"per generator turn; IDA {_fmt(res['ida_overhead_interval'])}, {_fmt(res['ida_overhead_generator_turn'])}"
               f" ({res['rounds']} rounds{'' if res['converged'] else ', intervals not yet narrower than the target'})")
-    if kept:  # the earlier file's order, this run's values
-        result["families"] = {name: result["families"].get(name, kept.get(name)) for name in
-                              [*kept, *result["families"]] if name in result["families"] or name in kept}
+    if earlier is not None:
+        _merged(earlier, result, families)
     reference = "toy" if "toy" in result["families"] else next(iter(result["families"]), None)
     if reference is not None:
         result["reference_family"] = reference

@@ -56,19 +56,24 @@ def run_name(ttur: int, ida: bool, seed: int) -> str:
     return f"ttur{ttur}-ida_{'on' if ida else 'off'}-{seed}"
 
 
-def curve_statistics(curve: list[tuple[int, float]], fake_cv: list[tuple[int, float]], last_step: int) -> dict:
+def curve_statistics(curve: list[tuple[int, float]], fake_cv: list[tuple[int, float]], last_step: int,
+                     eval_every: int | None = None) -> dict:
     """The per-run numbers of the module docstring from the FD curve [(step, fd)] and the fake-score
-    loss's rolling CV [(step, cv)] of a run of `last_step` iterations."""
+    loss's rolling CV [(step, cv)] of a run of `last_step` iterations. With `eval_every`, a curve with
+    evaluations missing (their FD failed) counts only jumps between neighbouring evaluations, and has
+    no `fd_final` when the last evaluation is the missing one."""
     curve = sorted(curve)
     if len(curve) < 3:
         raise ValueError(f"need at least 3 evaluations along training, got {len(curve)}")
-    late = [fd for step, fd in curve if step >= last_step / 2]
+    late = [(step, fd) for step, fd in curve if step >= last_step / 2]
     if len(late) < 2:
-        late = [fd for _, fd in curve[-2:]]
-    jumps = [abs(b - a) for a, b in zip(late, late[1:])]
+        late = curve[-2:]
+    jumps = [abs(b - a) for (s, a), (t, b) in zip(late, late[1:]) if eval_every is None or t - s == eval_every]
     cv_late = [cv for step, cv in fake_cv if step >= last_step / 2]
-    return {"fd_final": curve[-1][1], "fd_oscillation": statistics.fmean(jumps),
-            "fd_late_std": statistics.stdev(late), "fake_loss_cv": statistics.fmean(cv_late) if cv_late else None,
+    final = curve[-1][1] if eval_every is None or curve[-1][0] == last_step else None
+    return {"fd_final": final, "fd_oscillation": statistics.fmean(jumps) if jumps else None,
+            "fd_late_std": statistics.stdev([fd for _, fd in late]),
+            "fake_loss_cv": statistics.fmean(cv_late) if cv_late else None,
             "evaluations": len(curve), "late_evaluations": len(late)}
 
 
@@ -84,7 +89,9 @@ def read_run(folder: Path, eval_every: int) -> dict:
     points = summary.get("along_training") or []
     key = next((k for k in FD_KEYS if any(k in p for p in points)), None)
     if key is None:
-        raise SweepRunError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}); the probe did not run")
+        raise SweepRunError(f"{folder}: no FD-T along training ({' or '.join(FD_KEYS)}): the probe did not run, or "
+                            "its Fréchet distance failed at every evaluation (fewer probe images than feature "
+                            "dimensions?): raise train.eval_prompts and run the sweep with another --runs")
     evaluated = sorted(int(p["step"]) for p in points)
     expected = list(range(0, steps + 1, eval_every))
     if evaluated != expected:
@@ -104,7 +111,7 @@ def read_run(folder: Path, eval_every: int) -> dict:
         for step, cv in zip(table.step.astype(int), table.fake_loss_cv.astype(float)):
             if step <= steps:
                 fake_cv[step] = cv  # a resumed run logs repeated steps: the last one counts
-    return {"fd_key": key, **curve_statistics(curve, sorted(fake_cv.items()), steps),
+    return {"fd_key": key, **curve_statistics(curve, sorted(fake_cv.items()), steps, eval_every),
             "curve": [[s, v] for s, v in curve], "fd_missing": missing}
 
 
@@ -128,8 +135,8 @@ def summarize(runs: dict[str, dict], tturs: list[int], seeds: list[int]) -> dict
         effect = {t: {stat: ida_effect([runs[run_name(t, False, s)][stat] for s in seeds],
                                        [runs[run_name(t, True, s)][stat] for s in seeds]) for stat in STATS}
                   for t in tturs}
-        established = {t: effect[t]["fd_oscillation"] is not None and effect[t]["fd_oscillation"]["lo"] > 0
-                       for t in tturs}
+        established = {t: effect[t]["fd_oscillation"] is not None and effect[t]["fd_oscillation"]["p"] is not None
+                       and effect[t]["fd_oscillation"]["lo"] > 0 for t in tturs}
         out.update(ida_effect=effect, without_ida_oscillates_more_established=established,
                    paper_claim_holds=all(established.values()))
     return out
@@ -142,8 +149,8 @@ def ida_effect(without: list, with_: list, level: float = 0.95) -> dict | None:
         return None
     diff = np.asarray(without, np.float64) - np.asarray(with_, np.float64)
     mean = float(diff.mean())
-    if np.allclose(diff, diff[0]):
-        return {"mean": mean, "lo": mean, "hi": mean, "p": None, "seeds": len(diff)}
+    if np.ptp(diff) == 0:  # every seed the same difference (e.g. 0): a t-interval says nothing
+        return {"mean": mean, "lo": None, "hi": None, "p": None, "seeds": len(diff)}
     test = stats.ttest_rel(without, with_)
     ci = test.confidence_interval(level)
     return {"mean": mean, "lo": float(ci.low), "hi": float(ci.high), "p": float(test.pvalue), "seeds": len(diff)}
@@ -185,7 +192,9 @@ def markdown(result: dict) -> str:
     def effect_cell(e):
         if e is None:
             return "—"
-        return f"{e['mean']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]" + (f" p {e['p']:.2f}" if e["p"] is not None else "")
+        if e["p"] is None:
+            return f"{e['mean']:+.3f} (the same on every seed: no interval)"
+        return f"{e['mean']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}] p {e['p']:.2f}"
 
     for ttur, row in result["ida_effect"].items():
         lines.append(f"| {ttur} | " + " | ".join(effect_cell(row[s]) for s in STATS) + " |")
@@ -209,6 +218,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--on-change", choices=("refuse", "supersede"), default="refuse",
                     help="a run folder of other settings: refuse (default) or move it aside and start over")
     args = ap.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        ap.error(f"--seeds {' '.join(map(str, args.seeds))}: each seed once (a repeated seed is the same runs, "
+                 "not another sample)")
     if args.generator_updates % args.evals:
         ap.error(f"--generator-updates ({args.generator_updates}) must be a multiple of --evals ({args.evals})")
     runs_root = writable_folder(args.runs, "the sweep's run folder", "--runs")
