@@ -183,6 +183,12 @@ class TrainingProbe:
 
     def set_reference(self, images: np.ndarray) -> None:
         self.reference = self._features(images) if self.fd_name else None
+        if self.reference is not None and len(self.reference) <= self.reference.shape[1]:
+            n, dims = self.reference.shape
+            print(f"probe: note: {KEYS[self.fd_name]} compares {n} images of {dims}-d features (train.eval_prompts "
+                  f"{n} <= {dims}): the covariances are singular, so the distance is biased upwards and an "
+                  f"evaluation may have none; set train.eval_prompts above {dims} for a full-rank estimate",
+                  file=sys.stderr)
 
     def measure(self, images: np.ndarray) -> dict[str, float]:
         """{dvclive key: value} for the student's probe images."""
