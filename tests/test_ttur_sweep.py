@@ -36,6 +36,8 @@ def test_the_verdict_needs_every_ttur():
             run_name(10, True, 0): run(1.0), run_name(10, False, 0): run(0.5)}
     result = summarize(runs, [5, 10], [0])
     assert result["without_ida_oscillates_more"] == {5: True, 10: False} and not result["paper_claim_holds"]
+    runs[run_name(5, False, 0)] = run(None)  # no neighbouring FD points in that run: not shown, never a yes
+    assert summarize(runs, [5, 10], [0])["without_ida_oscillates_more"] == {5: False, 10: False}
 
 
 def test_with_seeds_the_verdict_needs_the_paired_interval_above_zero():
