@@ -318,11 +318,15 @@ def _family_threads(result: dict, family: dict) -> int:
     return int(family.get("torch_threads", result.get("torch_threads")))
 
 
-def _check_comparable(out: Path, earlier: dict, result: dict, family: str, threads: int, named: list[str]) -> None:
-    """--update: the kept families were measured with this run's method and thread count, else refuse."""
+def _check_method(out: Path, earlier: dict, result: dict) -> None:
+    """--update: the earlier file was measured with this run's method, else refuse."""
     if earlier.get("method") != result["method"]:
         raise CommandLineError(f"--update: {out} was measured with another method; its families cannot be mixed "
                                "with this run's: re-measure all of them, or write to another --out")
+
+
+def _check_threads(out: Path, earlier: dict, family: str, threads: int, named: list[str]) -> None:
+    """--update: the kept families were measured with the thread count `family` runs with now, else refuse."""
     other = {name: _family_threads(earlier, fam) for name, fam in earlier["families"].items() if name not in named}
     differ = {name: n for name, n in other.items() if n != threads}
     if differ:
@@ -342,7 +346,10 @@ def _merged(earlier: dict, result: dict, named: list[str]) -> None:
     if kept:
         print(f"bench_overhead: keeping {', '.join(kept)} from the earlier file")
     order = [*earlier["families"], *[name for name in measured if name not in earlier["families"]]]
-    result["families"] = {name: measured.get(name, earlier["families"].get(name)) for name in order}
+    # a kept family carries its own thread count (earlier files: their top-level one), not this run's
+    result["families"] = {name: measured[name] if name in measured else
+                          {**earlier["families"][name], "torch_threads": _family_threads(earlier, earlier["families"][name])}
+                          for name in order}
     result["skipped"] = {**{k: v for k, v in earlier.get("skipped", {}).items() if k not in named},
                          **result["skipped"]}
 
@@ -370,10 +377,12 @@ def main(argv=None) -> dict:
                         "interval over rounds; *_other_iterations: the same difference on the other iterations "
                         "(a check: should contain 0); the run stops when the per-iteration intervals are narrower than the target"}
     earlier = _earlier_result(Path(args.out)) if args.update else None
+    if earlier is not None:
+        _check_method(Path(args.out), earlier, result)
     for family, root, settings, notes in each_family(families, params, result, "bench_overhead"):
         threads = int(settings.get("threads") or torch.get_num_threads())  # what build_run will set
         if earlier is not None:  # before the measurement: nothing is spent on a result that cannot be kept
-            _check_comparable(Path(args.out), earlier, result, family, threads, families)
+            _check_threads(Path(args.out), earlier, family, threads, families)
         print(f"bench_overhead: {family} ({', '.join(notes) or 'configured assets'})")
         res = measure_family(settings, root, args.min_rounds, max(args.min_rounds, args.max_rounds), args.width)
         res["assets"] = notes
